@@ -1,0 +1,271 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// WaitMode says how a read waits for data.
+type WaitMode int
+
+const (
+	// WaitDefault lets the backend choose: block for kernel, spin for the rest.
+	WaitDefault WaitMode = iota
+	// WaitBlock sleeps in the kernel until data arrives.
+	WaitBlock
+	// WaitSpin polls without sleeping. Spin on a goroutine locked to an OS
+	// thread (runtime.LockOSThread) that has a CPU to itself: a spinning
+	// reader holds its thread and CPU for as long as it waits.
+	WaitSpin
+)
+
+func (w WaitMode) String() string {
+	switch w {
+	case WaitDefault:
+		return "default"
+	case WaitBlock:
+		return "block"
+	case WaitSpin:
+		return "spin"
+	}
+	return "WaitMode(" + strconv.Itoa(int(w)) + ")"
+}
+
+// ParseWaitMode parses "block", "spin" or "default".
+func ParseWaitMode(s string) (WaitMode, error) {
+	switch s {
+	case "", "default":
+		return WaitDefault, nil
+	case "block":
+		return WaitBlock, nil
+	case "spin":
+		return WaitSpin, nil
+	}
+	return 0, fmt.Errorf("wait mode %q: want block or spin", s)
+}
+
+// Limits on Options fields.
+const (
+	MaxBatch       = 1024
+	DefaultBatch   = 32
+	DefaultBusyUS  = 50
+	DefaultBudget  = 8
+	MaxBusyPollUS  = 1_000_000
+	MaxBusyBudget  = 1024
+	MaxUDPPayload  = 65507
+	DefaultBacklog = 128
+)
+
+// Options configure a connection. The zero value is valid and means: pick
+// the fastest backend that works (auto), the backend's default wait mode,
+// no read timeout, batches of 32, and the busy-poll defaults below.
+type Options struct {
+	// Backend names the backend: "auto" (or ""), "efvi", "afxdp",
+	// "busypoll" or "kernel".
+	Backend string
+	// Wait is the wait mode; WaitDefault lets the backend choose.
+	Wait WaitMode
+	// ReadTimeout bounds each read; zero waits forever.
+	ReadTimeout time.Duration
+	// BatchSize is the most messages one ReadBatch or WriteBatch moves.
+	// Zero means DefaultBatch.
+	BatchSize int
+	// BusyPollUS is SO_BUSY_POLL in microseconds for busypoll sockets.
+	// Zero means DefaultBusyUS; negative leaves the option unset.
+	BusyPollUS int
+	// BusyPollBudget is SO_BUSY_POLL_BUDGET. Zero means DefaultBudget;
+	// negative leaves the option unset.
+	BusyPollBudget int
+	// RecvBuffer and SendBuffer set SO_RCVBUF and SO_SNDBUF when non-zero.
+	RecvBuffer, SendBuffer int
+
+	// Interface is the network interface for backends that bind one (afxdp,
+	// efvi). Empty means the interface that owns the local address.
+	Interface string
+	// Queue is the NIC receive queue to bind (afxdp, efvi). -1 binds every
+	// queue the interface has (afxdp opens one socket per queue).
+	Queue int
+	// XDP tunes the afxdp backend.
+	XDP XDPOptions
+
+	// Skipped is filled in by auto selection with the faster backends it
+	// passed over; a backend copies it into Info.Skipped. Callers leave it
+	// empty.
+	Skipped []Skip
+}
+
+// XDPOptions tune the AF_XDP backend. Zero values select the defaults.
+type XDPOptions struct {
+	// Mode is "auto" (driver mode, else generic), "drv" or "skb".
+	Mode string
+	// Bind is "auto" (zero-copy, else copy), "zerocopy" or "copy".
+	Bind string
+	// FrameSize is the UMEM chunk size: 2048 or 4096. Default 4096.
+	FrameSize int
+	// NumFrames is the number of UMEM chunks, a power of two. Default 4096
+	// (trimmed to fit RLIMIT_MEMLOCK when the process lacks CAP_IPC_LOCK).
+	NumFrames int
+	// RingSize is the size of each of the four rings, a power of two.
+	// Default 2048.
+	RingSize int
+	// NeedWakeup asks for XDP_USE_NEED_WAKEUP ("auto", "on", "off").
+	NeedWakeup string
+}
+
+// Validate checks o without touching the system.
+func (o *Options) Validate() error {
+	switch o.Backend {
+	case "", "auto", "efvi", "afxdp", "busypoll", "kernel":
+	default:
+		return fmt.Errorf("backend %q: want auto, efvi, afxdp, busypoll or kernel", o.Backend)
+	}
+	if o.Wait < WaitDefault || o.Wait > WaitSpin {
+		return fmt.Errorf("wait mode %d: out of range", o.Wait)
+	}
+	if o.ReadTimeout < 0 {
+		return fmt.Errorf("read timeout %v: negative", o.ReadTimeout)
+	}
+	if o.BatchSize < 0 || o.BatchSize > MaxBatch {
+		return fmt.Errorf("batch size %d: want 1 to %d", o.BatchSize, MaxBatch)
+	}
+	if o.BusyPollUS > MaxBusyPollUS {
+		return fmt.Errorf("busy poll %dus: want at most %d", o.BusyPollUS, MaxBusyPollUS)
+	}
+	if o.BusyPollBudget > MaxBusyBudget {
+		return fmt.Errorf("busy poll budget %d: want at most %d", o.BusyPollBudget, MaxBusyBudget)
+	}
+	if o.RecvBuffer < 0 || o.SendBuffer < 0 {
+		return errors.New("socket buffer sizes must not be negative")
+	}
+	if o.Queue < -1 {
+		return fmt.Errorf("queue %d: want -1 (all) or a queue number", o.Queue)
+	}
+	if len(o.Interface) > 15 {
+		return fmt.Errorf("interface %q: names are at most 15 bytes", o.Interface)
+	}
+	return o.XDP.Validate()
+}
+
+// Validate checks the AF_XDP options without touching the system.
+func (x *XDPOptions) Validate() error {
+	switch x.Mode {
+	case "", "auto", "drv", "skb":
+	default:
+		return fmt.Errorf("xdp mode %q: want auto, drv or skb", x.Mode)
+	}
+	switch x.Bind {
+	case "", "auto", "zerocopy", "copy":
+	default:
+		return fmt.Errorf("xdp bind %q: want auto, zerocopy or copy", x.Bind)
+	}
+	switch x.NeedWakeup {
+	case "", "auto", "on", "off":
+	default:
+		return fmt.Errorf("need wakeup %q: want auto, on or off", x.NeedWakeup)
+	}
+	switch x.FrameSize {
+	case 0, 2048, 4096:
+	default:
+		return fmt.Errorf("frame size %d: want 2048 or 4096", x.FrameSize)
+	}
+	if x.NumFrames != 0 && (x.NumFrames < 64 || x.NumFrames > 1<<20 || x.NumFrames&(x.NumFrames-1) != 0) {
+		return fmt.Errorf("frame count %d: want a power of two from 64 to %d", x.NumFrames, 1<<20)
+	}
+	if x.RingSize != 0 && (x.RingSize < 32 || x.RingSize > 1<<16 || x.RingSize&(x.RingSize-1) != 0) {
+		return fmt.Errorf("ring size %d: want a power of two from 32 to %d", x.RingSize, 1<<16)
+	}
+	return nil
+}
+
+// Batch returns the effective batch size.
+func (o *Options) Batch() int {
+	if o.BatchSize == 0 {
+		return DefaultBatch
+	}
+	return o.BatchSize
+}
+
+// Environment variables read by FromEnv. A wrapper such as onload-run sets
+// them so that a program it launches picks up the wrapper's profile.
+var EnvVars = []struct{ Name, Help string }{
+	{"LOWLAT_BACKEND", "backend: auto, efvi, afxdp, busypoll or kernel"},
+	{"LOWLAT_WAIT", "wait mode: block or spin"},
+	{"LOWLAT_READ_TIMEOUT", "read timeout, a Go duration such as 200ms"},
+	{"LOWLAT_BATCH", "batch size for ReadBatch and WriteBatch"},
+	{"LOWLAT_BUSY_POLL_US", "SO_BUSY_POLL microseconds (negative: leave unset)"},
+	{"LOWLAT_BUSY_POLL_BUDGET", "SO_BUSY_POLL_BUDGET packets (negative: leave unset)"},
+	{"LOWLAT_IFACE", "interface for afxdp and efvi"},
+	{"LOWLAT_QUEUE", "NIC queue for afxdp and efvi (-1: all)"},
+	{"LOWLAT_XDP_MODE", "XDP attach mode: auto, drv or skb"},
+	{"LOWLAT_XDP_BIND", "AF_XDP bind mode: auto, zerocopy or copy"},
+	{"LOWLAT_XDP_FRAMES", "UMEM frame count"},
+	{"LOWLAT_XDP_RING", "AF_XDP ring size"},
+}
+
+// FromEnv returns base with the LOWLAT_* variables applied over it, using
+// lookup (os.LookupEnv when nil). Variables that are unset leave base as it
+// is; a malformed value is an error that names the variable.
+func FromEnv(base Options, lookup func(string) (string, bool)) (Options, error) {
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	o := base
+	str := func(name string, dst *string) {
+		if v, ok := lookup(name); ok {
+			*dst = strings.TrimSpace(v)
+		}
+	}
+	num := func(name string, dst *int) error {
+		v, ok := lookup(name)
+		if !ok {
+			return nil
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%s=%q: %w", name, v, err)
+		}
+		*dst = n
+		return nil
+	}
+	str("LOWLAT_BACKEND", &o.Backend)
+	if v, ok := lookup("LOWLAT_WAIT"); ok {
+		w, err := ParseWaitMode(strings.TrimSpace(v))
+		if err != nil {
+			return base, fmt.Errorf("LOWLAT_WAIT: %w", err)
+		}
+		o.Wait = w
+	}
+	if v, ok := lookup("LOWLAT_READ_TIMEOUT"); ok {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return base, fmt.Errorf("LOWLAT_READ_TIMEOUT=%q: %w", v, err)
+		}
+		o.ReadTimeout = d
+	}
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{
+		{"LOWLAT_BATCH", &o.BatchSize},
+		{"LOWLAT_BUSY_POLL_US", &o.BusyPollUS},
+		{"LOWLAT_BUSY_POLL_BUDGET", &o.BusyPollBudget},
+		{"LOWLAT_QUEUE", &o.Queue},
+		{"LOWLAT_XDP_FRAMES", &o.XDP.NumFrames},
+		{"LOWLAT_XDP_RING", &o.XDP.RingSize},
+	} {
+		if err := num(f.name, f.dst); err != nil {
+			return base, err
+		}
+	}
+	str("LOWLAT_IFACE", &o.Interface)
+	str("LOWLAT_XDP_MODE", &o.XDP.Mode)
+	str("LOWLAT_XDP_BIND", &o.XDP.Bind)
+	if err := o.Validate(); err != nil {
+		return base, fmt.Errorf("LOWLAT_* environment: %w", err)
+	}
+	return o, nil
+}

@@ -1,0 +1,194 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// Message is one datagram in a batch. On read, Buf is the caller's buffer,
+// N is set to the number of bytes received and Addr to the sender. On write,
+// Buf[:N] is sent to Addr (N == 0 means all of Buf).
+type Message struct {
+	Buf  []byte
+	N    int
+	Addr netip.AddrPort
+}
+
+// Payload returns the bytes a write sends or a read received.
+func (m *Message) Payload() []byte {
+	if m.N == 0 {
+		return m.Buf
+	}
+	return m.Buf[:m.N]
+}
+
+// PacketConn is a UDP endpoint bound to a local address.
+type PacketConn interface {
+	// ReadFrom receives one datagram into b. A datagram longer than b is
+	// truncated and counted; n is the number of bytes copied.
+	ReadFrom(b []byte) (n int, from netip.AddrPort, err error)
+	// WriteTo sends b as one datagram to the given address.
+	WriteTo(b []byte, to netip.AddrPort) (n int, err error)
+	// ReadBatch waits for at least one datagram and then receives as many
+	// as are ready, up to len(msgs) and the connection's batch size.
+	ReadBatch(msgs []Message) (n int, err error)
+	// WriteBatch sends msgs in order and returns how many were sent.
+	WriteBatch(msgs []Message) (n int, err error)
+	// SetReadTimeout bounds how long one read waits; zero waits forever.
+	// A read that times out returns ErrTimeout.
+	SetReadTimeout(d time.Duration) error
+	// JoinGroup subscribes the connection to an IPv4 multicast group on its
+	// interface, both in the kernel (IGMP) and in the backend's steering.
+	JoinGroup(group netip.Addr) error
+	// LocalAddr is the bound address, with the port the kernel chose when
+	// the caller asked for port 0.
+	LocalAddr() netip.AddrPort
+	// Info says which backend and settings are in use.
+	Info() Info
+	// Stats returns a snapshot of the connection's counters.
+	Stats() Stats
+	// Close releases every resource the connection holds. A read blocked or
+	// spinning in another goroutine returns ErrClosed.
+	Close() error
+}
+
+// Stream is a connected TCP byte stream with message framing on top:
+// WriteMsg sends a 4-byte big-endian length and the payload, ReadMsg returns
+// one such message. Read and Write give the raw stream for other framings.
+type Stream interface {
+	Read(b []byte) (int, error)
+	Write(b []byte) (int, error)
+	ReadMsg(b []byte) (int, error)
+	WriteMsg(b []byte) error
+	SetReadTimeout(d time.Duration) error
+	LocalAddr() netip.AddrPort
+	RemoteAddr() netip.AddrPort
+	Info() Info
+	Close() error
+}
+
+// StreamListener accepts Streams.
+type StreamListener interface {
+	Accept() (Stream, error)
+	Addr() netip.AddrPort
+	Close() error
+}
+
+// Backend is one transport. Backends are stateless values; every call opens
+// new resources.
+type Backend interface {
+	// Name is the name users select the backend by ("kernel", "afxdp").
+	Name() string
+	// ListenUDP opens a UDP endpoint. An error that wraps ErrNotSupported
+	// means the backend cannot work on this host or for this address; auto
+	// selection records it and moves on.
+	ListenUDP(laddr netip.AddrPort, o Options) (PacketConn, error)
+}
+
+// StreamBackend is a Backend that also carries TCP.
+type StreamBackend interface {
+	Backend
+	DialTCP(raddr netip.AddrPort, o Options) (Stream, error)
+	ListenTCP(laddr netip.AddrPort, o Options) (StreamListener, error)
+}
+
+// Skip records why auto selection passed over a backend.
+type Skip struct {
+	Backend string
+	Reason  error
+}
+
+func (s Skip) String() string { return s.Backend + ": " + s.Reason.Error() }
+
+// Info describes an open connection.
+type Info struct {
+	Backend   string   // backend in use
+	Wait      WaitMode // block or spin, resolved
+	Interface string   // interface, where the backend binds one
+	Queue     int      // NIC queue, where the backend binds one
+	XDPMode   string   // afxdp: "drv" or "skb"
+	BindMode  string   // afxdp: "zerocopy" or "copy"
+	Notes     []string // settings that were asked for but not applied, and why
+	Skipped   []Skip   // auto selection: faster backends passed over, and why
+}
+
+// Stats are a connection's counters. Backends fill what applies to them.
+type Stats struct {
+	RxPackets uint64 // datagrams delivered to the application
+	TxPackets uint64 // datagrams handed to the transport
+	RxTrunc   uint64 // datagrams cut to fit the caller's buffer
+
+	// Frames dropped before the application saw them (userspace stacks).
+	DropShort       uint64 // shorter than the headers they claim
+	DropFragment    uint64 // IPv4 fragments
+	DropIPOptions   uint64 // IPv4 header with options
+	DropIPChecksum  uint64 // bad IPv4 header checksum
+	DropUDPChecksum uint64 // bad UDP checksum
+	DropNotOurs     uint64 // wrong destination MAC, IP or port, or not UDP
+	DropLength      uint64 // IPv4 or UDP length disagrees with the frame
+
+	FillRingEmpty uint64 // afxdp: times the fill ring had no free frame to give
+	TxRingFull    uint64 // afxdp: transmits that found the TX ring full
+	Wakeups       uint64 // afxdp: sendto/poll kicks issued to the kernel
+}
+
+// Dropped is the sum of every drop counter.
+func (s Stats) Dropped() uint64 {
+	return s.DropShort + s.DropFragment + s.DropIPOptions + s.DropIPChecksum +
+		s.DropUDPChecksum + s.DropNotOurs + s.DropLength
+}
+
+// Hot-path errors. They are values, so returning them never allocates.
+var (
+	// ErrClosed is returned by calls on a closed connection.
+	ErrClosed = net.ErrClosed
+	// ErrTimeout is returned by a read that waited longer than its timeout.
+	// It satisfies net.Error with Timeout() == true.
+	ErrTimeout error = timeoutError{}
+	// ErrNotSupported marks a backend, option or feature this host lacks.
+	ErrNotSupported = errors.New("not supported")
+	// ErrMessageTooLong is returned by a write larger than the transport
+	// carries in one datagram (or a framed message larger than the reader's
+	// buffer).
+	ErrMessageTooLong = errors.New("message too long")
+	// ErrRingFull is returned by a write that found no room to queue.
+	ErrRingFull = errors.New("transmit ring full")
+)
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "i/o timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+
+var _ net.Error = timeoutError{}
+
+// Unsupported returns an error that wraps ErrNotSupported and says why.
+func Unsupported(format string, args ...any) error {
+	return &unsupportedError{msg: fmt.Sprintf(format, args...)}
+}
+
+// UnsupportedErr wraps cause so that it matches both ErrNotSupported and
+// cause itself with errors.Is.
+func UnsupportedErr(op string, cause error) error {
+	return &unsupportedError{msg: op, cause: cause}
+}
+
+type unsupportedError struct {
+	msg   string
+	cause error
+}
+
+func (e *unsupportedError) Error() string {
+	if e.cause == nil {
+		return e.msg
+	}
+	return e.msg + ": " + e.cause.Error()
+}
+
+func (e *unsupportedError) Unwrap() error { return e.cause }
+
+func (e *unsupportedError) Is(target error) bool { return target == ErrNotSupported }

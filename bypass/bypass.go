@@ -1,0 +1,192 @@
+package bypass
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/kernel"
+)
+
+// The types of the API are defined in package backend, which the backend
+// implementations import; they are re-exported here.
+type (
+	PacketConn     = backend.PacketConn
+	Stream         = backend.Stream
+	StreamListener = backend.StreamListener
+	Message        = backend.Message
+	Options        = backend.Options
+	XDPOptions     = backend.XDPOptions
+	WaitMode       = backend.WaitMode
+	Info           = backend.Info
+	Stats          = backend.Stats
+	Skip           = backend.Skip
+	Backend        = backend.Backend
+)
+
+// Wait modes.
+const (
+	WaitDefault = backend.WaitDefault
+	WaitBlock   = backend.WaitBlock
+	WaitSpin    = backend.WaitSpin
+)
+
+// Errors returned by every backend.
+var (
+	ErrClosed         = backend.ErrClosed
+	ErrTimeout        = backend.ErrTimeout
+	ErrNotSupported   = backend.ErrNotSupported
+	ErrMessageTooLong = backend.ErrMessageTooLong
+)
+
+// backends lists every backend, fastest first; auto tries them in order.
+func backends() []backend.Backend {
+	return []backend.Backend{
+		kernel.BusyPoll{},
+		kernel.Kernel{},
+	}
+}
+
+// Backends returns the names of the backends this binary knows, fastest
+// first. A backend in the list may still be unusable on this host.
+func Backends() []string {
+	var names []string
+	for _, b := range backends() {
+		names = append(names, b.Name())
+	}
+	return names
+}
+
+// Lookup returns the backend with the given name.
+func Lookup(name string) (backend.Backend, error) {
+	for _, b := range backends() {
+		if b.Name() == name {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("backend %q: unknown (have auto, %s)", name, strings.Join(Backends(), ", "))
+}
+
+// ListenUDP opens a UDP endpoint bound to laddr on the backend o.Backend
+// names, or on the fastest that works when it is "auto" or empty. The
+// connection's Info().Skipped then lists each faster backend and why it was
+// not used.
+func ListenUDP(laddr netip.AddrPort, o Options) (PacketConn, error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("listen udp %v: %w", laddr, err)
+	}
+	if o.Backend != "" && o.Backend != "auto" {
+		b, err := Lookup(o.Backend)
+		if err != nil {
+			return nil, fmt.Errorf("listen udp %v: %w", laddr, err)
+		}
+		return b.ListenUDP(laddr, o)
+	}
+	var skipped []Skip
+	for _, b := range backends() {
+		o.Skipped = skipped
+		c, err := b.ListenUDP(laddr, o)
+		if err == nil {
+			return c, nil
+		}
+		skipped = append(skipped, Skip{Backend: b.Name(), Reason: err})
+	}
+	return nil, fmt.Errorf("listen udp %v: no backend works: %w", laddr, joinSkips(skipped))
+}
+
+// DialTCP connects to raddr over the named stream backend (busypoll or
+// kernel; auto picks busypoll).
+func DialTCP(raddr netip.AddrPort, o Options) (Stream, error) {
+	b, skipped, err := streamBackend(o)
+	if err != nil {
+		return nil, fmt.Errorf("dial tcp %v: %w", raddr, err)
+	}
+	o.Skipped = skipped
+	return b.DialTCP(raddr, o)
+}
+
+// ListenTCP listens on laddr over the named stream backend.
+func ListenTCP(laddr netip.AddrPort, o Options) (StreamListener, error) {
+	b, skipped, err := streamBackend(o)
+	if err != nil {
+		return nil, fmt.Errorf("listen tcp %v: %w", laddr, err)
+	}
+	o.Skipped = skipped
+	return b.ListenTCP(laddr, o)
+}
+
+func streamBackend(o Options) (backend.StreamBackend, []Skip, error) {
+	if err := o.Validate(); err != nil {
+		return nil, nil, err
+	}
+	var skipped []Skip
+	for _, b := range backends() {
+		sb, ok := b.(backend.StreamBackend)
+		if o.Backend != "" && o.Backend != "auto" {
+			if b.Name() != o.Backend {
+				continue
+			}
+			if !ok {
+				return nil, nil, fmt.Errorf("backend %s: TCP: %w", b.Name(), backend.Unsupported("carries UDP only"))
+			}
+			return sb, nil, nil
+		}
+		if !ok {
+			skipped = append(skipped, Skip{Backend: b.Name(), Reason: backend.Unsupported("carries UDP only")})
+			continue
+		}
+		return sb, skipped, nil
+	}
+	return nil, nil, fmt.Errorf("backend %q: unknown", o.Backend)
+}
+
+func joinSkips(s []Skip) error {
+	var errs []error
+	for _, k := range s {
+		errs = append(errs, fmt.Errorf("%s: %w", k.Backend, k.Reason))
+	}
+	return errors.Join(errs...)
+}
+
+// OptionsFromEnv returns base with the LOWLAT_* environment variables
+// applied (see EnvHelp).
+func OptionsFromEnv(base Options) (Options, error) { return backend.FromEnv(base, nil) }
+
+// EnvHelp describes each LOWLAT_* variable, one per line.
+func EnvHelp() string {
+	var b strings.Builder
+	for _, v := range backend.EnvVars {
+		fmt.Fprintf(&b, "  %-24s %s\n", v.Name, v.Help)
+	}
+	return b.String()
+}
+
+// ParseWaitMode parses "block" or "spin".
+func ParseWaitMode(s string) (WaitMode, error) { return backend.ParseWaitMode(s) }
+
+// Describe renders Info for people: the backend, its mode, notes and skips.
+func Describe(i Info) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "backend %s, wait %s", i.Backend, i.Wait)
+	if i.Interface != "" {
+		fmt.Fprintf(&b, ", interface %s", i.Interface)
+		if i.Queue >= 0 {
+			fmt.Fprintf(&b, " queue %d", i.Queue)
+		}
+	}
+	if i.XDPMode != "" {
+		fmt.Fprintf(&b, ", xdp %s", i.XDPMode)
+	}
+	if i.BindMode != "" {
+		fmt.Fprintf(&b, ", bind %s", i.BindMode)
+	}
+	for _, s := range i.Skipped {
+		fmt.Fprintf(&b, "\n  skipped %s", s)
+	}
+	for _, n := range i.Notes {
+		fmt.Fprintf(&b, "\n  note: %s", n)
+	}
+	return b.String()
+}

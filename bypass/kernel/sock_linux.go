@@ -1,0 +1,133 @@
+//go:build linux
+
+package kernel
+
+import (
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lowlat/lowlat/bypass/backend"
+)
+
+// sock is the descriptor and wait logic shared by UDP and TCP connections.
+type sock struct {
+	fd      int
+	spin    bool
+	closed  atomic.Bool
+	timeout atomic.Int64 // read timeout in nanoseconds; 0 waits forever
+}
+
+// call issues one socket system call whose fourth argument is the flags
+// word (recvfrom, recvmmsg, sendto, sendmmsg all have that shape) and waits
+// as the socket's mode says: spinning with MSG_DONTWAIT, or blocking in the
+// kernel. Pointer arguments stay unsafe.Pointer until the syscall expression
+// so that the runtime keeps them valid.
+func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4 unsafe.Pointer, a5 uintptr, read bool) (uintptr, syscall.Errno) {
+	if !s.spin {
+		for {
+			r, _, e := syscall.Syscall6(trap, uintptr(s.fd), uintptr(p1), n, flags, uintptr(p4), a5)
+			if e == unix.EINTR {
+				continue
+			}
+			if e == unix.EAGAIN && read {
+				if s.closed.Load() {
+					return 0, unix.EBADF
+				}
+				return 0, unix.ETIMEDOUT
+			}
+			return r, e
+		}
+	}
+	flags |= unix.MSG_DONTWAIT
+	var start time.Time
+	for spins := uint32(0); ; spins++ {
+		r, _, e := syscall.RawSyscall6(trap, uintptr(s.fd), uintptr(p1), n, flags, uintptr(p4), a5)
+		if e != unix.EAGAIN && e != unix.EINTR {
+			return r, e
+		}
+		if s.closed.Load() {
+			return 0, unix.EBADF
+		}
+		if spins&63 != 0 {
+			continue
+		}
+		if !read {
+			continue // a full send buffer drains on its own
+		}
+		to := s.timeout.Load()
+		if to == 0 {
+			continue
+		}
+		if start.IsZero() {
+			start = time.Now()
+		} else if time.Since(start) >= time.Duration(to) {
+			return 0, unix.ETIMEDOUT
+		}
+	}
+}
+
+// mapErr turns a hot-path errno into the package-level error values, and
+// anything rarer into an *os.SyscallError naming the call.
+func (s *sock) mapErr(op string, e syscall.Errno) error {
+	switch e {
+	case unix.ETIMEDOUT:
+		return backend.ErrTimeout
+	case unix.EBADF:
+		if s.closed.Load() {
+			return backend.ErrClosed
+		}
+	case unix.EMSGSIZE:
+		return backend.ErrMessageTooLong
+	}
+	if s.closed.Load() {
+		return backend.ErrClosed
+	}
+	return os.NewSyscallError(op, e)
+}
+
+func (s *sock) setReadTimeout(d time.Duration) error {
+	if d < 0 {
+		d = 0
+	}
+	s.timeout.Store(int64(d))
+	if s.spin {
+		return nil
+	}
+	tv := unix.NsecToTimeval(int64(d))
+	if err := unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return os.NewSyscallError("setsockopt SO_RCVTIMEO", err)
+	}
+	return nil
+}
+
+// close marks the socket closed, wakes any reader sleeping or spinning on
+// it, and releases the descriptor.
+func (s *sock) close() error {
+	if s.closed.Swap(true) {
+		return backend.ErrClosed
+	}
+	// shutdown wakes a reader blocked in recv (it returns 0); on an
+	// unconnected UDP socket it reports ENOTCONN but still wakes.
+	_ = unix.Shutdown(s.fd, unix.SHUT_RDWR)
+	if err := unix.Close(s.fd); err != nil {
+		return os.NewSyscallError("close", err)
+	}
+	return nil
+}
+
+func newSocket(family, typ int, spin bool) (int, error) {
+	flags := typ | unix.SOCK_CLOEXEC
+	if spin {
+		flags |= unix.SOCK_NONBLOCK
+	}
+	fd, err := unix.Socket(family, flags, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	return fd, nil
+}

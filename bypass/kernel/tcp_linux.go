@@ -1,0 +1,314 @@
+//go:build linux
+
+package kernel
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lowlat/lowlat/bypass/backend"
+)
+
+// MaxStreamMessage is the largest message ReadMsg and WriteMsg carry.
+const MaxStreamMessage = 1 << 20
+
+// streamHeader is the length prefix WriteMsg puts before each message.
+const streamHeader = 4
+
+// DialTCP connects to raddr; wait mode defaults to block.
+func (Kernel) DialTCP(raddr netip.AddrPort, o backend.Options) (backend.Stream, error) {
+	return dialTCP(raddr, o, "kernel", o.Wait == backend.WaitSpin, false)
+}
+
+// ListenTCP listens on laddr; accepted streams default to block.
+func (Kernel) ListenTCP(laddr netip.AddrPort, o backend.Options) (backend.StreamListener, error) {
+	return listenTCP(laddr, o, "kernel", o.Wait == backend.WaitSpin, false)
+}
+
+// DialTCP connects to raddr with a spinning, busy-polling stream.
+func (BusyPoll) DialTCP(raddr netip.AddrPort, o backend.Options) (backend.Stream, error) {
+	return dialTCP(raddr, o, "busypoll", o.Wait != backend.WaitBlock, true)
+}
+
+// ListenTCP listens on laddr; accepted streams spin and busy-poll.
+func (BusyPoll) ListenTCP(laddr netip.AddrPort, o backend.Options) (backend.StreamListener, error) {
+	return listenTCP(laddr, o, "busypoll", o.Wait != backend.WaitBlock, true)
+}
+
+// TCPStream is a connected TCP socket with TCP_NODELAY and TCP_QUICKACK.
+type TCPStream struct {
+	sock
+	laddr, raddr netip.AddrPort
+	info         backend.Info
+
+	rbuf        []byte // reader-owned: bytes received but not yet returned
+	rhead, rend int
+	wbuf        []byte // writer-owned: header and payload of one message
+}
+
+var _ backend.Stream = (*TCPStream)(nil)
+
+func newStream(fd int, spin bool, info backend.Info) (*TCPStream, error) {
+	for _, opt := range []struct {
+		name string
+		opt  int
+	}{{"TCP_NODELAY", unix.TCP_NODELAY}, {"TCP_QUICKACK", unix.TCP_QUICKACK}} {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, opt.opt, 1); err != nil {
+			return nil, os.NewSyscallError("setsockopt "+opt.name, err)
+		}
+	}
+	if spin {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return nil, os.NewSyscallError("fcntl O_NONBLOCK", err)
+		}
+	}
+	s := &TCPStream{
+		sock: sock{fd: fd, spin: spin},
+		info: info,
+		rbuf: make([]byte, streamHeader+MaxStreamMessage),
+		wbuf: make([]byte, streamHeader+MaxStreamMessage),
+	}
+	if sa, err := unix.Getsockname(fd); err == nil {
+		s.laddr = fromSockaddr(sa)
+	}
+	if sa, err := unix.Getpeername(fd); err == nil {
+		s.raddr = fromSockaddr(sa)
+	}
+	return s, nil
+}
+
+func dialTCP(raddr netip.AddrPort, o backend.Options, name string, spin, busy bool) (_ backend.Stream, err error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
+	}
+	family, v6 := familyOf(raddr)
+	fd, err := newSocket(family, unix.SOCK_STREAM, false)
+	if err != nil {
+		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
+	}
+	defer func() {
+		if err != nil {
+			unix.Close(fd)
+		}
+	}()
+	info := backend.Info{Backend: name, Wait: waitOf(spin), Queue: -1, Skipped: o.Skipped}
+	if err := applyCommon(fd, o, busy, &info); err != nil {
+		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
+	}
+	for {
+		err = unix.Connect(fd, toSockaddr(raddr, v6))
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, os.NewSyscallError("connect", err))
+	}
+	s, err := newStream(fd, spin, info)
+	if err != nil {
+		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
+	}
+	if o.ReadTimeout > 0 {
+		if err := s.setReadTimeout(o.ReadTimeout); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func waitOf(spin bool) backend.WaitMode {
+	if spin {
+		return backend.WaitSpin
+	}
+	return backend.WaitBlock
+}
+
+// Read returns buffered bytes first, then reads the socket with recvfrom(2).
+// It returns io.EOF when the peer has closed the stream.
+func (s *TCPStream) Read(b []byte) (int, error) {
+	if s.rhead < s.rend {
+		n := copy(b, s.rbuf[s.rhead:s.rend])
+		s.rhead += n
+		return n, nil
+	}
+	return s.recv(b)
+}
+
+func (s *TCPStream) recv(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r, e := s.call(unix.SYS_RECVFROM, unsafe.Pointer(&b[0]), uintptr(len(b)), 0, nil, 0, true)
+	if e != 0 {
+		return 0, s.mapErr("recvfrom", e)
+	}
+	if r == 0 {
+		if s.closed.Load() {
+			return 0, backend.ErrClosed
+		}
+		return 0, io.EOF
+	}
+	return int(r), nil
+}
+
+// fill reads until at least need bytes are buffered.
+func (s *TCPStream) fill(need int) error {
+	if s.rend-s.rhead >= need {
+		return nil
+	}
+	if s.rhead > 0 {
+		s.rend = copy(s.rbuf, s.rbuf[s.rhead:s.rend])
+		s.rhead = 0
+	}
+	for s.rend < need {
+		n, err := s.recv(s.rbuf[s.rend:])
+		if err != nil {
+			if err == io.EOF && s.rend > 0 {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		s.rend += n
+	}
+	return nil
+}
+
+// errFrame reports a length prefix larger than MaxStreamMessage: the stream
+// is not speaking lowlat's framing and cannot be resynchronised.
+var errFrame = errors.New("framed message longer than MaxStreamMessage")
+
+// ReadMsg returns the next message written by WriteMsg. A message longer
+// than b is consumed and reported as ErrMessageTooLong.
+func (s *TCPStream) ReadMsg(b []byte) (int, error) {
+	if err := s.fill(streamHeader); err != nil {
+		return 0, err
+	}
+	l := int(binary.BigEndian.Uint32(s.rbuf[s.rhead:]))
+	if l > MaxStreamMessage {
+		return 0, errFrame
+	}
+	if err := s.fill(streamHeader + l); err != nil {
+		return 0, err
+	}
+	start := s.rhead + streamHeader
+	s.rhead = start + l
+	if l > len(b) {
+		return 0, backend.ErrMessageTooLong
+	}
+	return copy(b, s.rbuf[start:start+l]), nil
+}
+
+// Write sends all of b with send(2), retrying partial writes.
+func (s *TCPStream) Write(b []byte) (int, error) {
+	sent := 0
+	for sent < len(b) {
+		r, e := s.call(unix.SYS_SENDTO, unsafe.Pointer(&b[sent]), uintptr(len(b)-sent), unix.MSG_NOSIGNAL, nil, 0, false)
+		if e != 0 {
+			return sent, s.mapErr("sendto", e)
+		}
+		sent += int(r)
+	}
+	return sent, nil
+}
+
+// WriteMsg sends b with its length prefix in one send(2).
+func (s *TCPStream) WriteMsg(b []byte) error {
+	if len(b) > MaxStreamMessage {
+		return backend.ErrMessageTooLong
+	}
+	binary.BigEndian.PutUint32(s.wbuf, uint32(len(b)))
+	n := copy(s.wbuf[streamHeader:], b)
+	_, err := s.Write(s.wbuf[:streamHeader+n])
+	return err
+}
+
+func (s *TCPStream) SetReadTimeout(d time.Duration) error { return s.setReadTimeout(d) }
+func (s *TCPStream) LocalAddr() netip.AddrPort            { return s.laddr }
+func (s *TCPStream) RemoteAddr() netip.AddrPort           { return s.raddr }
+func (s *TCPStream) Info() backend.Info                   { return s.info }
+func (s *TCPStream) Close() error                         { return s.close() }
+
+// TCPListener accepts TCPStreams.
+type TCPListener struct {
+	sock
+	addr   netip.AddrPort
+	o      backend.Options
+	name   string
+	busy   bool
+	stream bool // accepted streams spin
+}
+
+func listenTCP(laddr netip.AddrPort, o backend.Options, name string, spin, busy bool) (_ backend.StreamListener, err error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: listen tcp %v: %w", name, laddr, err)
+	}
+	family, v6 := familyOf(laddr)
+	fd, err := newSocket(family, unix.SOCK_STREAM, false)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen tcp %v: %w", name, laddr, err)
+	}
+	defer func() {
+		if err != nil {
+			unix.Close(fd)
+		}
+	}()
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return nil, fmt.Errorf("%s: listen tcp %v: %w", name, laddr, os.NewSyscallError("setsockopt SO_REUSEADDR", err))
+	}
+	if err := unix.Bind(fd, toSockaddr(laddr, v6)); err != nil {
+		return nil, fmt.Errorf("%s: listen tcp %v: %w", name, laddr, os.NewSyscallError("bind", err))
+	}
+	if err := unix.Listen(fd, backend.DefaultBacklog); err != nil {
+		return nil, fmt.Errorf("%s: listen tcp %v: %w", name, laddr, os.NewSyscallError("listen", err))
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen tcp %v: %w", name, laddr, os.NewSyscallError("getsockname", err))
+	}
+	return &TCPListener{sock: sock{fd: fd}, addr: fromSockaddr(sa), o: o, name: name, busy: busy, stream: spin}, nil
+}
+
+// Accept waits in accept4(2) for the next connection. Close from another
+// goroutine wakes it with ErrClosed.
+func (l *TCPListener) Accept() (backend.Stream, error) {
+	for {
+		nfd, _, err := unix.Accept4(l.fd, unix.SOCK_CLOEXEC)
+		if err == unix.EINTR || err == unix.ECONNABORTED {
+			continue
+		}
+		if err != nil {
+			if l.closed.Load() {
+				return nil, backend.ErrClosed
+			}
+			return nil, fmt.Errorf("%s: accept on %v: %w", l.name, l.addr, os.NewSyscallError("accept4", err))
+		}
+		info := backend.Info{Backend: l.name, Wait: waitOf(l.stream), Queue: -1, Skipped: l.o.Skipped}
+		if err := applyCommon(nfd, l.o, l.busy, &info); err != nil {
+			unix.Close(nfd)
+			return nil, fmt.Errorf("%s: accept on %v: %w", l.name, l.addr, err)
+		}
+		s, err := newStream(nfd, l.stream, info)
+		if err != nil {
+			unix.Close(nfd)
+			return nil, fmt.Errorf("%s: accept on %v: %w", l.name, l.addr, err)
+		}
+		if l.o.ReadTimeout > 0 {
+			if err := s.setReadTimeout(l.o.ReadTimeout); err != nil {
+				s.Close()
+				return nil, err
+			}
+		}
+		return s, nil
+	}
+}
+
+func (l *TCPListener) Addr() netip.AddrPort { return l.addr }
+func (l *TCPListener) Close() error         { return l.close() }

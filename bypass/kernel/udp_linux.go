@@ -1,0 +1,321 @@
+//go:build linux
+
+package kernel
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/internal/priv"
+)
+
+// Kernel is the "kernel" backend: blocking sockets by default.
+type Kernel struct{}
+
+// BusyPoll is the "busypoll" backend: spinning sockets with the kernel's
+// busy-poll socket options.
+type BusyPoll struct{}
+
+func (Kernel) Name() string   { return "kernel" }
+func (BusyPoll) Name() string { return "busypoll" }
+
+var (
+	_ backend.StreamBackend = Kernel{}
+	_ backend.StreamBackend = BusyPoll{}
+	_ backend.PacketConn    = (*UDPConn)(nil)
+)
+
+// ListenUDP opens a UDP socket bound to laddr; wait mode defaults to block.
+func (Kernel) ListenUDP(laddr netip.AddrPort, o backend.Options) (backend.PacketConn, error) {
+	return listenUDP(laddr, o, "kernel", o.Wait == backend.WaitSpin, false)
+}
+
+// ListenUDP opens a spinning UDP socket bound to laddr with the busy-poll
+// options applied where the host allows them.
+func (BusyPoll) ListenUDP(laddr netip.AddrPort, o backend.Options) (backend.PacketConn, error) {
+	return listenUDP(laddr, o, "busypoll", o.Wait != backend.WaitBlock, true)
+}
+
+// UDPConn is a kernel UDP socket. See package backend for the rules on
+// buffers and concurrency.
+type UDPConn struct {
+	sock
+	v6    bool
+	laddr netip.AddrPort
+	info  backend.Info
+	iface string
+
+	// Reader-owned state.
+	rsa    rawAddr
+	rsalen uint32
+	rmsgs  []unix.Mmsghdr
+	riov   []unix.Iovec
+	rnames []rawAddr
+
+	// Writer-owned state.
+	wsa    rawAddr
+	wmsgs  []unix.Mmsghdr
+	wiov   []unix.Iovec
+	wnames []rawAddr
+
+	rx, tx, trunc atomic.Uint64
+}
+
+func listenUDP(laddr netip.AddrPort, o backend.Options, name string, spin, busy bool) (_ *UDPConn, err error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, err)
+	}
+	if !laddr.IsValid() {
+		return nil, fmt.Errorf("%s: listen udp: invalid local address", name)
+	}
+	family, v6 := familyOf(laddr)
+	fd, err := newSocket(family, unix.SOCK_DGRAM, spin)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, err)
+	}
+	defer func() {
+		if err != nil {
+			unix.Close(fd)
+		}
+	}()
+	wait := backend.WaitBlock
+	if spin {
+		wait = backend.WaitSpin
+	}
+	c := &UDPConn{
+		sock:  sock{fd: fd, spin: spin},
+		v6:    v6,
+		info:  backend.Info{Backend: name, Wait: wait, Interface: o.Interface, Queue: -1, Skipped: o.Skipped},
+		iface: o.Interface,
+	}
+	if err := applyCommon(fd, o, busy, &c.info); err != nil {
+		return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, err)
+	}
+	if err := unix.Bind(fd, toSockaddr(laddr, v6)); err != nil {
+		return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, os.NewSyscallError("bind", err))
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, os.NewSyscallError("getsockname", err))
+	}
+	c.laddr = fromSockaddr(sa)
+	if o.ReadTimeout > 0 {
+		if err := c.setReadTimeout(o.ReadTimeout); err != nil {
+			return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, err)
+		}
+	}
+	b := o.Batch()
+	c.rmsgs, c.riov, c.rnames = make([]unix.Mmsghdr, b), make([]unix.Iovec, b), make([]rawAddr, b)
+	c.wmsgs, c.wiov, c.wnames = make([]unix.Mmsghdr, b), make([]unix.Iovec, b), make([]rawAddr, b)
+	for i := range b {
+		c.rmsgs[i].Hdr.Iov, c.rmsgs[i].Hdr.Iovlen = &c.riov[i], 1
+		c.rmsgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&c.rnames[i]))
+		c.wmsgs[i].Hdr.Iov, c.wmsgs[i].Hdr.Iovlen = &c.wiov[i], 1
+		c.wmsgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&c.wnames[i]))
+	}
+	return c, nil
+}
+
+// applyCommon sets the buffer sizes and, for busypoll, the busy-poll options.
+// Busy-poll options the host refuses become notes, not errors.
+func applyCommon(fd int, o backend.Options, busy bool, info *backend.Info) error {
+	if o.RecvBuffer > 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, o.RecvBuffer); err != nil {
+			return os.NewSyscallError("setsockopt SO_RCVBUF", err)
+		}
+	}
+	if o.SendBuffer > 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, o.SendBuffer); err != nil {
+			return os.NewSyscallError("setsockopt SO_SNDBUF", err)
+		}
+	}
+	if !busy {
+		return nil
+	}
+	us := o.BusyPollUS
+	if us == 0 {
+		us = backend.DefaultBusyUS
+	}
+	budget := o.BusyPollBudget
+	if budget == 0 {
+		budget = backend.DefaultBudget
+	}
+	note := func(err error) { info.Notes = append(info.Notes, err.Error()) }
+	if us > 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUSY_POLL, us); err != nil {
+			note(priv.Wrap("setsockopt SO_BUSY_POLL", "CAP_NET_ADMIN", os.NewSyscallError("setsockopt", err)))
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PREFER_BUSY_POLL, 1); err != nil {
+			note(priv.Wrap("setsockopt SO_PREFER_BUSY_POLL", "CAP_NET_ADMIN", os.NewSyscallError("setsockopt", err)))
+		}
+	}
+	if budget > 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUSY_POLL_BUDGET, budget); err != nil {
+			note(priv.Wrap("setsockopt SO_BUSY_POLL_BUDGET", "CAP_NET_ADMIN", os.NewSyscallError("setsockopt", err)))
+		}
+	}
+	return nil
+}
+
+// ReadFrom wraps recvfrom(2).
+func (c *UDPConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	c.rsalen = unix.SizeofSockaddrInet6
+	r, e := c.call(unix.SYS_RECVFROM, p, uintptr(len(b)), unix.MSG_TRUNC, unsafe.Pointer(&c.rsa),
+		uintptr(unsafe.Pointer(&c.rsalen)), true)
+	if e != 0 {
+		return 0, netip.AddrPort{}, c.mapErr("recvfrom", e)
+	}
+	n := int(r)
+	if n > len(b) {
+		n = len(b)
+		c.trunc.Add(1)
+	}
+	if n == 0 && c.closed.Load() {
+		return 0, netip.AddrPort{}, backend.ErrClosed
+	}
+	c.rx.Add(1)
+	return n, decode(&c.rsa), nil
+}
+
+// WriteTo wraps sendto(2).
+func (c *UDPConn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
+	l := encode(&c.wsa, to, c.v6)
+	if l == 0 {
+		return 0, errAddrFamily
+	}
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	r, e := c.call(unix.SYS_SENDTO, p, uintptr(len(b)), unix.MSG_NOSIGNAL, unsafe.Pointer(&c.wsa), uintptr(l), false)
+	if e != 0 {
+		return 0, c.mapErr("sendto", e)
+	}
+	c.tx.Add(1)
+	return int(r), nil
+}
+
+var errAddrFamily = &net.AddrError{Err: "address family does not match the socket", Addr: "destination"}
+
+// ReadBatch wraps recvmmsg(2). In block mode it sleeps until the first
+// datagram (MSG_WAITFORONE) and returns what else is already queued.
+func (c *UDPConn) ReadBatch(msgs []backend.Message) (int, error) {
+	n := min(len(msgs), len(c.rmsgs))
+	if n == 0 {
+		return 0, nil
+	}
+	for i := range n {
+		buf := msgs[i].Buf
+		if len(buf) > 0 {
+			c.riov[i].Base = &buf[0]
+		} else {
+			c.riov[i].Base = nil
+		}
+		c.riov[i].SetLen(len(buf))
+		c.rmsgs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		c.rmsgs[i].Hdr.Flags = 0
+	}
+	flags := uintptr(0)
+	if !c.spin {
+		flags = unix.MSG_WAITFORONE
+	}
+	r, e := c.call(unix.SYS_RECVMMSG, unsafe.Pointer(&c.rmsgs[0]), uintptr(n), flags, nil, 0, true)
+	if e != 0 {
+		return 0, c.mapErr("recvmmsg", e)
+	}
+	got := int(r)
+	for i := range got {
+		m := &msgs[i]
+		m.N = int(c.rmsgs[i].Len)
+		if c.rmsgs[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
+			c.trunc.Add(1)
+		}
+		m.Addr = decode(&c.rnames[i])
+		c.riov[i].Base = nil
+	}
+	c.rx.Add(uint64(got))
+	return got, nil
+}
+
+// WriteBatch wraps sendmmsg(2).
+func (c *UDPConn) WriteBatch(msgs []backend.Message) (int, error) {
+	n := min(len(msgs), len(c.wmsgs))
+	if n == 0 {
+		return 0, nil
+	}
+	for i := range n {
+		p := msgs[i].Payload()
+		if len(p) > 0 {
+			c.wiov[i].Base = &p[0]
+		} else {
+			c.wiov[i].Base = nil
+		}
+		c.wiov[i].SetLen(len(p))
+		l := encode(&c.wnames[i], msgs[i].Addr, c.v6)
+		if l == 0 {
+			return 0, errAddrFamily
+		}
+		c.wmsgs[i].Hdr.Namelen = l
+	}
+	sent := 0
+	for sent < n {
+		r, e := c.call(unix.SYS_SENDMMSG, unsafe.Pointer(&c.wmsgs[sent]), uintptr(n-sent), unix.MSG_NOSIGNAL, nil, 0, false)
+		if e != 0 {
+			c.tx.Add(uint64(sent))
+			return sent, c.mapErr("sendmmsg", e)
+		}
+		sent += int(r)
+	}
+	for i := range n {
+		c.wiov[i].Base = nil
+	}
+	c.tx.Add(uint64(sent))
+	return sent, nil
+}
+
+// SetReadTimeout sets SO_RCVTIMEO in block mode; spin mode checks the clock
+// while it spins.
+func (c *UDPConn) SetReadTimeout(d time.Duration) error { return c.setReadTimeout(d) }
+
+// JoinGroup joins an IPv4 multicast group on the connection's interface (or
+// the kernel's choice when none was named) with IP_ADD_MEMBERSHIP.
+func (c *UDPConn) JoinGroup(group netip.Addr) error {
+	if !group.Is4() || !group.IsMulticast() {
+		return fmt.Errorf("join group %v: not an IPv4 multicast address", group)
+	}
+	mreq := &unix.IPMreqn{Multiaddr: group.As4()}
+	if c.iface != "" {
+		ifi, err := net.InterfaceByName(c.iface)
+		if err != nil {
+			return fmt.Errorf("join group %v: %w", group, err)
+		}
+		mreq.Ifindex = int32(ifi.Index)
+	}
+	if err := unix.SetsockoptIPMreqn(c.fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+		return fmt.Errorf("join group %v: %w", group, os.NewSyscallError("setsockopt IP_ADD_MEMBERSHIP", err))
+	}
+	return nil
+}
+
+func (c *UDPConn) LocalAddr() netip.AddrPort { return c.laddr }
+func (c *UDPConn) Info() backend.Info        { return c.info }
+
+func (c *UDPConn) Stats() backend.Stats {
+	return backend.Stats{RxPackets: c.rx.Load(), TxPackets: c.tx.Load(), RxTrunc: c.trunc.Load()}
+}
+
+// Close closes the socket; a reader waiting in another goroutine returns
+// ErrClosed.
+func (c *UDPConn) Close() error { return c.close() }
