@@ -3,6 +3,7 @@
 package affinity
 
 import (
+	"runtime"
 	"testing"
 )
 
@@ -54,3 +55,5 @@ func TestLockAndPin(t *testing.T) {
 		t.Fatal("PinThread(empty) succeeded")
 	}
 }
+
+func lockThread() { runtime.LockOSThread() }

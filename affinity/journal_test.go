@@ -1,0 +1,229 @@
+package affinity
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fakeKnob makes a file standing in for a host setting.
+func fakeKnob(t *testing.T, name, value string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(value+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func readKnob(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func TestJournalApplyUndo(t *testing.T) {
+	dir := t.TempDir()
+	read := fakeKnob(t, "busy_read", "0")
+	thp := fakeKnob(t, "enabled", "always [madvise] never")
+	irq := fakeKnob(t, "smp_affinity_list", "0-1")
+
+	j, err := CreateJournal(dir, []string{"onload-run", "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Apply(Step{Kind: KindSysctl, Path: read, New: "50"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := j.Apply(Step{Kind: KindTHP, Path: thp, New: "never"})
+	if err != nil || s.Old != "madvise" {
+		t.Fatalf("thp step %+v, %v", s, err)
+	}
+	// The real file would then read "always madvise [never]"; the fake
+	// holds what was written.
+	if _, err := j.Apply(Step{Kind: KindIRQ, Path: irq, New: "0"}); err != nil {
+		t.Fatal(err)
+	}
+	// The journal on disk holds every step, with the old values, before
+	// Undo runs.
+	steps, err := ReadJournal(dir)
+	if err != nil || len(steps) != 3 || steps[0].Old != "0" || steps[0].New != "50" || steps[2].Old != "0-1" {
+		t.Fatalf("journal on disk: %+v, %v", steps, err)
+	}
+	if readKnob(t, read) != "50" || readKnob(t, irq) != "0" {
+		t.Fatal("changes not made")
+	}
+	// A second journal in the same directory is refused, naming the owner.
+	_, err = CreateJournal(dir, nil)
+	var ex *JournalExistsError
+	if !errors.As(err, &ex) || !ex.Running || ex.PID != os.Getpid() || !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("second journal: %v", err)
+	}
+	if err := j.Undo(); err != nil {
+		t.Fatal(err)
+	}
+	if readKnob(t, read) != "0" || readKnob(t, thp) != "madvise" || readKnob(t, irq) != "0-1" {
+		t.Fatalf("not restored: %q %q %q", readKnob(t, read), readKnob(t, thp), readKnob(t, irq))
+	}
+	if _, err := os.Stat(filepath.Join(dir, JournalFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("journal left behind: %v", err)
+	}
+	if err := j.Undo(); err != nil {
+		t.Fatalf("second Undo: %v", err)
+	}
+	if _, err := j.Apply(Step{Path: read, New: "1"}); err == nil {
+		t.Fatal("Apply after Undo succeeded")
+	}
+}
+
+func TestJournalFailedWriteNotRecorded(t *testing.T) {
+	dir := t.TempDir()
+	knob := fakeKnob(t, "knob", "7")
+	j, err := CreateJournal(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Undo() })
+	if _, err := j.Apply(Step{Path: filepath.Join(dir, "missing"), New: "1"}); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+	// A file that reads but refuses writes: a directory named like a knob
+	// cannot be opened for writing.
+	ro := t.TempDir()
+	if _, err := j.Apply(Step{Path: ro, New: "1"}); err == nil {
+		t.Fatal("write to a directory succeeded")
+	}
+	if _, err := j.Apply(Step{Path: knob, New: "8"}); err != nil {
+		t.Fatal(err)
+	}
+	if steps := j.Steps(); len(steps) != 1 || steps[0].Path != knob {
+		t.Fatalf("steps %+v", steps)
+	}
+	if err := j.Undo(); err != nil {
+		t.Fatal(err)
+	}
+	if readKnob(t, knob) != "7" {
+		t.Fatal("not restored")
+	}
+}
+
+func TestUndoReportsUnrestorable(t *testing.T) {
+	dir := t.TempDir()
+	knob := fakeKnob(t, "knob", "1")
+	j, err := CreateJournal(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Apply(Step{Path: knob, New: "2"}); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(knob)
+	if err := os.Mkdir(knob, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err = j.Undo()
+	if err == nil || !strings.Contains(err.Error(), knob) {
+		t.Fatalf("Undo: %v", err)
+	}
+	// The journal stays for a later Restore.
+	if _, err := os.Stat(filepath.Join(dir, JournalFile)); err != nil {
+		t.Fatalf("journal removed after a failed undo: %v", err)
+	}
+	os.Remove(knob)
+	os.WriteFile(knob, []byte("2\n"), 0o644)
+	if _, err := Restore(dir); err != nil {
+		t.Fatal(err)
+	}
+	if readKnob(t, knob) != "1" {
+		t.Fatal("Restore did not restore")
+	}
+}
+
+// TestRestoreAfterKill writes a journal as a process that is gone would
+// have left it, and restores it.
+func TestRestoreAfterKill(t *testing.T) {
+	dir := t.TempDir()
+	knob := fakeKnob(t, "knob", "50")
+	// A process that has exited: its pid is not running any more.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skipf("cannot run true: %v", err)
+	}
+	rec := record{Version: 1, PID: cmd.ProcessState.Pid(), Start: 1, Command: []string{"onload-run"},
+		Steps: []Step{{Kind: KindSysctl, Path: knob, Old: "0", New: "50"}}}
+	b, _ := json.Marshal(rec)
+	if err := os.WriteFile(filepath.Join(dir, JournalFile), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := CreateJournal(dir, nil)
+	var ex *JournalExistsError
+	if !errors.As(err, &ex) || ex.Running || !strings.Contains(err.Error(), "--restore") {
+		t.Fatalf("CreateJournal over a dead owner's journal: %v", err)
+	}
+	steps, err := Restore(dir)
+	if err != nil || len(steps) != 1 {
+		t.Fatalf("Restore: %v %+v", err, steps)
+	}
+	if readKnob(t, knob) != "0" {
+		t.Fatal("not restored")
+	}
+	if _, err := Restore(dir); !errors.Is(err, ErrNoJournal) {
+		t.Fatalf("second Restore: %v", err)
+	}
+	// A live owner (this process, as seen from its journal) is refused by
+	// another process; here we fake "another" by naming pid 1, which runs.
+	rec.PID, rec.Start = 1, 0
+	b, _ = json.Marshal(rec)
+	os.WriteFile(filepath.Join(dir, JournalFile), b, 0o644)
+	if _, err := Restore(dir); !errors.As(err, &ex) || !ex.Running {
+		t.Fatalf("Restore with a live owner: %v", err)
+	}
+	os.Remove(filepath.Join(dir, JournalFile))
+}
+
+func TestBadJournal(t *testing.T) {
+	dir := t.TempDir()
+	for _, body := range []string{"{", `{"version":2}`, `{"version":1,"steps":[{"path":"rel"}]}`} {
+		os.WriteFile(filepath.Join(dir, JournalFile), []byte(body), 0o644)
+		if _, err := Restore(dir); err == nil {
+			t.Errorf("Restore accepted %q", body)
+		}
+		if _, err := CreateJournal(dir, nil); !errors.Is(err, fs.ErrExist) {
+			t.Errorf("CreateJournal over %q: %v", body, err)
+		}
+	}
+}
+
+func TestStepShell(t *testing.T) {
+	s := Step{Path: "/proc/sys/net/core/busy_read", Old: "0", New: "50"}
+	if s.Shell() != "echo 50 > /proc/sys/net/core/busy_read" || s.UndoShell() != "echo 0 > /proc/sys/net/core/busy_read" {
+		t.Fatalf("%q / %q", s.Shell(), s.UndoShell())
+	}
+	if got := (Step{Path: "/x y", New: "a'b"}).Shell(); got != `echo 'a'\''b' > '/x y'` {
+		t.Fatalf("quoting: %s", got)
+	}
+}
+
+func TestSysctlPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"net.core.busy_read":              "/proc/sys/net/core/busy_read",
+		"/proc/sys/kernel/numa_balancing": "/proc/sys/kernel/numa_balancing",
+	} {
+		if got, err := SysctlPath(in); err != nil || got != want {
+			t.Errorf("SysctlPath(%q) = %q, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "net..core", "../etc/passwd", "/proc/sys/../../etc", ".net", "a/b"} {
+		if _, err := SysctlPath(bad); err == nil {
+			t.Errorf("SysctlPath(%q) accepted", bad)
+		}
+	}
+}
