@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/lowlat/lowlat/bypass/afxdp"
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/kernel"
 )
@@ -44,6 +45,7 @@ var (
 // backends lists every backend, fastest first; auto tries them in order.
 func backends() []backend.Backend {
 	return []backend.Backend{
+		afxdp.Backend{},
 		kernel.BusyPoll{},
 		kernel.Kernel{},
 	}

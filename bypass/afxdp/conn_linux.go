@@ -1,0 +1,641 @@
+//go:build linux
+
+package afxdp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/internal/frame"
+	"github.com/lowlat/lowlat/internal/priv"
+)
+
+// Conn is a UDP endpoint served by one AF_XDP socket per bound queue.
+// Frames are received on every socket and sent on the first.
+// See package backend for the rules on buffers and concurrency.
+type Conn struct {
+	x      *xsk   // the socket that transmits: socks[0]
+	socks  []*xsk // one per bound queue, each with its own UMEM
+	next   int    // reader-owned: where the next receive scan starts
+	steer  *steering
+	ifi    *net.Interface
+	mac    [6]byte
+	laddr  netip.AddrPort
+	src    netip.Addr   // source address of frames we send
+	subnet netip.Prefix // on-link destinations need no gateway
+	queues []int
+	spin   bool
+	info   backend.Info
+
+	closed  atomic.Bool
+	active  atomic.Int32 // calls inside the rings; Close waits for zero
+	timeout atomic.Int64
+	wake    int // eventfd that Close signals to wake a reader in poll(2)
+	pollfds []unix.PollFd
+
+	// rx is reader-owned state; tx is writer-owned. The UMEM halves and
+	// rings each side touches are disjoint.
+	rx rxState
+	tx txState
+
+	st counters
+
+	nl      *netlink.Handle // route and neighbour lookups in the creator's namespace
+	mu      sync.Mutex      // guards joins and the kernel membership socket
+	mcast   int             // kernel UDP socket holding IGMP memberships, or -1
+	groups  []netip.Addr
+	resolve func(netip.Addr) (frame.MAC, error)
+}
+
+type rxState struct {
+	// filter is replaced, never changed, when JoinGroup adds a group, so
+	// the reader needs only an atomic load per frame.
+	filter atomic.Pointer[frame.Filter]
+	pkt    frame.Packet
+	drops  [frame.Length + 1]atomic.Uint64 // by frame.Reason
+}
+
+type txState struct {
+	neigh      neighCache
+	tmpl       frame.Template
+	maxPayload int
+}
+
+// counters are updated by the reader or the writer and read by Stats.
+type counters struct {
+	rx, tx, trunc              atomic.Uint64
+	fillEmpty, txFull, wakeups atomic.Uint64
+}
+
+var _ backend.PacketConn = (*Conn)(nil)
+
+func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
+	cfg, err := config(o)
+	if err != nil {
+		return nil, err
+	}
+	if !laddr.Addr().Unmap().Is4() {
+		return nil, backend.Unsupported("afxdp carries IPv4 only; %v is not IPv4", laddr.Addr())
+	}
+	if laddr.Port() == 0 {
+		return nil, errors.New("afxdp needs an explicit port (the kernel allocates none for it)")
+	}
+	if err := supported(); err != nil {
+		return nil, err
+	}
+	ifi, err := ifaceCheck(o.Interface, laddr)
+	if err != nil {
+		return nil, err
+	}
+	var notes []string
+	if err := fitMemlock(&cfg, o.XDP.NumFrames != 0, &notes); err != nil {
+		return nil, err
+	}
+	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	nq, err := rxQueues(nl, ifi.Index)
+	if err != nil {
+		nl.Close()
+		return nil, err
+	}
+	var queues []int
+	switch {
+	case o.Queue < 0:
+		for q := range nq {
+			queues = append(queues, q)
+		}
+	case o.Queue >= nq:
+		return nil, fmt.Errorf("queue %d out of range: %s has %d receive queue(s)", o.Queue, ifi.Name, nq)
+	default:
+		queues = []int{o.Queue}
+		if nq > 1 {
+			notes = append(notes, fmt.Sprintf("%s has %d receive queues and only queue %d is served: steer the flow there (ethtool -N) or bind all with queue -1", ifi.Name, nq, o.Queue))
+		}
+	}
+	cfg.ifindex = ifi.Index
+
+	src, subnet, err := ipv4Of(ifi)
+	if err != nil {
+		return nil, err
+	}
+	if a := laddr.Addr().Unmap(); !a.IsUnspecified() {
+		src = a
+	}
+
+	c := &Conn{
+		ifi:    ifi,
+		laddr:  netip.AddrPortFrom(laddr.Addr().Unmap(), laddr.Port()),
+		src:    src,
+		subnet: subnet,
+		queues: queues,
+		spin:   o.Wait != backend.WaitBlock,
+		mcast:  -1,
+		wake:   -1,
+		nl:     nl,
+	}
+	copy(c.mac[:], ifi.HardwareAddr)
+	c.resolve = c.resolveSlow
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+
+	// A kernel UDP socket bound to the same port reserves it, so the
+	// kernel stack neither hands the port to someone else nor answers
+	// datagrams that XDP missed with ICMP port unreachable.
+	if err := c.reservePort(); err != nil {
+		return nil, err
+	}
+	if c.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	if c.steer, err = attach(ifi.Index, nq, o.XDP.Mode); err != nil {
+		return nil, err
+	}
+	for _, q := range queues {
+		cfg.queue = q
+		x, err := openXSK(cfg)
+		if err != nil {
+			return nil, err
+		}
+		c.socks = append(c.socks, x)
+		if err := c.steer.setSocket(q, x.fd); err != nil {
+			return nil, err
+		}
+		notes = append(notes, applyBusyPoll(x.fd, o)...)
+	}
+	c.x = c.socks[0]
+	for _, x := range c.socks {
+		c.pollfds = append(c.pollfds, unix.PollFd{Fd: int32(x.fd), Events: unix.POLLIN})
+	}
+	c.pollfds = append(c.pollfds, unix.PollFd{Fd: int32(c.wake), Events: unix.POLLIN})
+	if err := c.steer.addFlow(keyFor(c.laddr.Addr(), c.laddr.Port())); err != nil {
+		return nil, err
+	}
+	if o.ReadTimeout > 0 {
+		c.timeout.Store(int64(o.ReadTimeout))
+	}
+	if err := c.initFraming(ifi.MTU); err != nil {
+		return nil, err
+	}
+	wait := backend.WaitSpin
+	if !c.spin {
+		wait = backend.WaitBlock
+	}
+	queue := queues[0]
+	if len(queues) > 1 {
+		queue = -1
+	}
+	c.info = backend.Info{
+		Backend: "afxdp", Wait: wait, Interface: ifi.Name, Queue: queue,
+		XDPMode: c.steer.mode, BindMode: c.x.bindMode, Notes: notes, Skipped: o.Skipped,
+	}
+	return c, nil
+}
+
+// reservePort binds an ordinary UDP socket to the port on the same address
+// and keeps it for the connection's life; it also carries the IGMP
+// memberships of JoinGroup.
+func (c *Conn) reservePort() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("socket", err)
+	}
+	sa := &unix.SockaddrInet4{Port: int(c.laddr.Port()), Addr: c.laddr.Addr().As4()}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("reserve udp port %v: %w", c.laddr, os.NewSyscallError("bind", err))
+	}
+	c.mcast = fd
+	return nil
+}
+
+func applyBusyPoll(fd int, o backend.Options) []string {
+	var notes []string
+	us := o.BusyPollUS
+	if us == 0 {
+		us = backend.DefaultBusyUS
+	}
+	budget := o.BusyPollBudget
+	if budget == 0 {
+		budget = backend.DefaultBudget
+	}
+	set := func(name string, opt, v int) {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, v); err != nil {
+			notes = append(notes, priv.Wrap("setsockopt "+name, "CAP_NET_ADMIN", os.NewSyscallError("setsockopt", err)).Error())
+		}
+	}
+	if us > 0 {
+		set("SO_PREFER_BUSY_POLL", unix.SO_PREFER_BUSY_POLL, 1)
+		set("SO_BUSY_POLL", unix.SO_BUSY_POLL, us)
+	}
+	if budget > 0 {
+		set("SO_BUSY_POLL_BUDGET", unix.SO_BUSY_POLL_BUDGET, budget)
+	}
+	return notes
+}
+
+// ReadFrom returns the next datagram addressed to the connection. Frames
+// that fail validation are dropped, counted, and their buffers recycled.
+func (c *Conn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	if !c.enter() {
+		return 0, netip.AddrPort{}, backend.ErrClosed
+	}
+	defer c.exit()
+	for {
+		x := c.ready()
+		if x == nil {
+			if err := c.wait(); err != nil {
+				return 0, netip.AddrPort{}, err
+			}
+			continue
+		}
+		d := x.rx.descs[x.rx.cachedCons&x.rx.mask]
+		payload, from, ok := c.parse(x.frame(d.Addr, d.Len))
+		n := 0
+		if ok {
+			n = copy(b, payload)
+			if n < len(payload) {
+				c.st.trunc.Add(1)
+			}
+		}
+		x.rx.release(1)
+		c.fillOne(x, d.Addr)
+		x.fill.submit(0)
+		if ok {
+			c.st.rx.Add(1)
+			return n, from, nil
+		}
+	}
+}
+
+// ready returns a socket whose RX ring holds a frame, or nil. With several
+// queues the scan starts after the socket served last, so that a busy queue
+// cannot starve the others.
+func (c *Conn) ready() *xsk {
+	if len(c.socks) == 1 {
+		if c.x.rx.avail() != 0 {
+			return c.x
+		}
+		return nil
+	}
+	n := len(c.socks)
+	for i := range n {
+		j := c.next + i
+		if j >= n {
+			j -= n
+		}
+		if x := c.socks[j]; x.rx.avail() != 0 {
+			c.next = j + 1
+			if c.next == n {
+				c.next = 0
+			}
+			return x
+		}
+	}
+	return nil
+}
+
+// ReadBatch waits for at least one datagram and returns what else is ready.
+func (c *Conn) ReadBatch(msgs []backend.Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	if !c.enter() {
+		return 0, backend.ErrClosed
+	}
+	defer c.exit()
+	got := 0
+	for got == 0 {
+		x := c.ready()
+		if x == nil {
+			if err := c.wait(); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		avail := x.rx.avail()
+		var i uint32
+		for ; i < avail && got < len(msgs); i++ {
+			d := x.rx.descs[(x.rx.cachedCons+i)&x.rx.mask]
+			payload, from, ok := c.parse(x.frame(d.Addr, d.Len))
+			if ok {
+				m := &msgs[got]
+				m.N = copy(m.Buf, payload)
+				if m.N < len(payload) {
+					c.st.trunc.Add(1)
+				}
+				m.Addr = from
+				got++
+			}
+			c.fillOne(x, d.Addr)
+		}
+		x.rx.release(i)
+		x.fill.submit(0)
+	}
+	c.st.rx.Add(uint64(got))
+	return got, nil
+}
+
+// fillOne queues a received frame's chunk back on its socket's fill ring
+// without publishing it.
+func (c *Conn) fillOne(x *xsk, addr uint64) {
+	if x.fill.free(1) == 0 {
+		c.st.fillEmpty.Add(1)
+		return // cannot happen: the fill ring is as large as the RX half
+	}
+	x.fill.addrs[x.fill.cachedProd&x.fill.mask] = addr &^ uint64(x.frameSize-1)
+	x.fill.cachedProd++
+}
+
+// wait is called when the RX ring is empty. In spin mode it returns at once
+// (after the periodic closed and timeout checks); in block mode it sleeps
+// in poll(2).
+func (c *Conn) wait() error {
+	if c.closed.Load() {
+		return backend.ErrClosed
+	}
+	for _, x := range c.socks {
+		if x.fill.needWakeup() {
+			// The driver stopped for lack of fill entries: recvfrom wakes it.
+			syscall.RawSyscall6(unix.SYS_RECVFROM, uintptr(x.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+			c.st.wakeups.Add(1)
+		}
+	}
+	to := time.Duration(c.timeout.Load())
+	if c.spin {
+		return c.spinWait(to)
+	}
+	ms := -1
+	if to > 0 {
+		ms = int((to + time.Millisecond - 1) / time.Millisecond)
+	}
+	fds := c.pollfds
+	for {
+		r, _, e := syscall.Syscall(unix.SYS_POLL, uintptr(unsafe.Pointer(&fds[0])), uintptr(len(fds)), uintptr(ms))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return os.NewSyscallError("poll", e)
+		}
+		if c.closed.Load() {
+			return backend.ErrClosed
+		}
+		if r == 0 {
+			return backend.ErrTimeout
+		}
+		return nil
+	}
+}
+
+// spinWait polls the RX ring's producer index until a frame arrives, the
+// connection closes, or the timeout passes. The clock is read once per 64
+// empty polls.
+func (c *Conn) spinWait(to time.Duration) error {
+	var start time.Time
+	for spins := uint32(1); ; spins++ {
+		if c.ready() != nil {
+			c.next-- // let the caller take the frame ready() found
+			if c.next < 0 {
+				c.next = len(c.socks) - 1
+			}
+			return nil
+		}
+		if spins&63 != 0 {
+			continue
+		}
+		if c.closed.Load() {
+			return backend.ErrClosed
+		}
+		if to == 0 {
+			continue
+		}
+		if start.IsZero() {
+			start = time.Now()
+		} else if time.Since(start) >= to {
+			return backend.ErrTimeout
+		}
+	}
+}
+
+// WriteTo builds one frame in the UMEM and queues it on the TX ring.
+func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
+	if !c.enter() {
+		return 0, backend.ErrClosed
+	}
+	defer c.exit()
+	if err := c.queueTx(b, to); err != nil {
+		return 0, err
+	}
+	if err := c.flush(); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// WriteBatch queues every message, then kicks the kernel once.
+func (c *Conn) WriteBatch(msgs []backend.Message) (int, error) {
+	if !c.enter() {
+		return 0, backend.ErrClosed
+	}
+	defer c.exit()
+	n := 0
+	for i := range msgs {
+		if err := c.queueTx(msgs[i].Payload(), msgs[i].Addr); err != nil {
+			if n > 0 {
+				c.flush()
+			}
+			return n, err
+		}
+		n++
+	}
+	return n, c.flush()
+}
+
+// errNoFrames is returned when every TX frame is in flight and the kernel
+// has completed none of them within the spin budget.
+var errNotIPv4 = fmt.Errorf("afxdp: %w: destination is not IPv4", backend.ErrNotSupported)
+
+var errNoFrames = fmt.Errorf("afxdp: %w: no free TX frame", backend.ErrRingFull)
+
+func (c *Conn) queueTx(b []byte, to netip.AddrPort) error {
+	if len(b) > c.tx.maxPayload {
+		return backend.ErrMessageTooLong
+	}
+	if !to.Addr().Unmap().Is4() {
+		return errNotIPv4
+	}
+	mac, ok := c.tx.neigh.lookup(to.Addr())
+	if !ok {
+		var err error
+		if mac, err = c.resolve(to.Addr()); err != nil {
+			return err
+		}
+		c.tx.neigh.insert(to.Addr(), mac)
+	}
+	x := c.x
+	if len(x.txFree) == 0 || x.tx.free(1) == 0 {
+		x.reap()
+		for tries := 0; len(x.txFree) == 0 || x.tx.free(1) == 0; tries++ {
+			c.st.txFull.Add(1)
+			if tries == 1024 {
+				return errNoFrames
+			}
+			if e := x.kick(); e != 0 {
+				return os.NewSyscallError("sendto", e)
+			}
+			x.reap()
+		}
+	}
+	addr := x.txFree[len(x.txFree)-1]
+	x.txFree = x.txFree[:len(x.txFree)-1]
+	n := c.build(x.chunk(addr), b, to, mac)
+	x.tx.descs[x.tx.cachedProd&x.tx.mask] = unix.XDPDesc{Addr: addr, Len: uint32(n)}
+	x.tx.cachedProd++
+	c.st.tx.Add(1)
+	return nil
+}
+
+// flush publishes queued TX descriptors and kicks the kernel when it asked
+// for it (always, in copy mode, where the kick is the transmit).
+func (c *Conn) flush() error {
+	x := c.x
+	x.tx.submit(0)
+	if !x.needWakeup || x.tx.needWakeup() {
+		c.st.wakeups.Add(1)
+		if e := x.kick(); e != 0 {
+			return os.NewSyscallError("sendto", e)
+		}
+	}
+	x.reap()
+	return nil
+}
+
+// resolveSlow finds the next hop's MAC for a destination through the
+// kernel's tables; it runs once per destination, not per message.
+func (c *Conn) resolveSlow(dst netip.Addr) (frame.MAC, error) {
+	return resolveNextHop(c.nl, c.mcast, c.ifi, dst)
+}
+
+// SetReadTimeout bounds each read; zero waits forever.
+func (c *Conn) SetReadTimeout(d time.Duration) error {
+	c.timeout.Store(int64(max(d, 0)))
+	return nil
+}
+
+// JoinGroup subscribes the interface to an IPv4 multicast group through the
+// kernel (IGMP, and the NIC's multicast filter) and steers the group's
+// datagrams for the bound port to this socket.
+func (c *Conn) JoinGroup(group netip.Addr) error {
+	if !group.Is4() || !group.IsMulticast() {
+		return fmt.Errorf("join group %v: not an IPv4 multicast address", group)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return backend.ErrClosed
+	}
+	mreq := &unix.IPMreqn{Multiaddr: group.As4(), Ifindex: int32(c.ifi.Index)}
+	if err := unix.SetsockoptIPMreqn(c.mcast, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+		return fmt.Errorf("join group %v on %s: %w", group, c.ifi.Name, os.NewSyscallError("setsockopt IP_ADD_MEMBERSHIP", err))
+	}
+	if err := c.steer.addFlow(keyFor(group, c.laddr.Port())); err != nil {
+		return fmt.Errorf("join group %v: %w", group, err)
+	}
+	f := c.rx.filter.Load().Clone()
+	if err := f.Join(group); err != nil {
+		return fmt.Errorf("join group %v: %w", group, err)
+	}
+	c.rx.filter.Store(f)
+	c.groups = append(c.groups, group)
+	return nil
+}
+
+func (c *Conn) LocalAddr() netip.AddrPort { return c.laddr }
+func (c *Conn) Info() backend.Info        { return c.info }
+
+// Stats returns the connection's counters.
+func (c *Conn) Stats() backend.Stats {
+	s := &c.st
+	out := backend.Stats{
+		RxPackets: s.rx.Load(), TxPackets: s.tx.Load(), RxTrunc: s.trunc.Load(),
+		FillRingEmpty: s.fillEmpty.Load(), TxRingFull: s.txFull.Load(), Wakeups: s.wakeups.Load(),
+	}
+	d := &c.rx.drops
+	frame.Counters{
+		Short: d[frame.Short].Load(), Fragment: d[frame.Fragment].Load(), IPOptions: d[frame.IPOptions].Load(),
+		IPChecksum: d[frame.IPChecksum].Load(), UDPChecksum: d[frame.UDPChecksum].Load(),
+		NotOurs: d[frame.NotOurs].Load(), Length: d[frame.Length].Load(),
+	}.AddTo(&out)
+	return out
+}
+
+// enter admits a call into the rings unless the connection is closed;
+// Close waits for every admitted call to exit before unmapping them.
+func (c *Conn) enter() bool {
+	c.active.Add(1)
+	if c.closed.Load() {
+		c.active.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (c *Conn) exit() { c.active.Add(-1) }
+
+// closeWait bounds how long Close waits for a reader or writer to leave.
+const closeWait = 5 * time.Second
+
+// Close detaches the XDP program, closes the socket and frees the UMEM.
+// A reader spinning or polling in another goroutine returns ErrClosed.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Swap(true) {
+		return backend.ErrClosed
+	}
+	var errs []error
+	if c.steer != nil {
+		errs = append(errs, c.steer.close())
+	}
+	if c.wake >= 0 {
+		one := [8]byte{1}
+		unix.Write(c.wake, one[:])
+	}
+	for deadline := time.Now().Add(closeWait); c.active.Load() != 0; {
+		if time.Now().After(deadline) {
+			// Unmapping under a live reader would crash it: leak instead.
+			return errors.Join(append(errs, errors.New("afxdp: close: a reader or writer did not leave; rings left mapped"))...)
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	for _, x := range c.socks {
+		errs = append(errs, x.close())
+	}
+	if c.wake >= 0 {
+		unix.Close(c.wake)
+	}
+	if c.mcast >= 0 {
+		unix.Close(c.mcast)
+	}
+	if c.nl != nil {
+		c.nl.Close()
+	}
+	return errors.Join(errs...)
+}

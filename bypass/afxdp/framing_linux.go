@@ -1,0 +1,51 @@
+//go:build linux
+
+package afxdp
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/lowlat/lowlat/bypass/internal/frame"
+)
+
+// initFraming prepares the receive filter and the transmit template.
+func (c *Conn) initFraming(mtu int) error {
+	f, err := frame.NewFilter(frame.MAC(c.mac), c.laddr)
+	if err != nil {
+		return fmt.Errorf("receive filter: %w", err)
+	}
+	c.rx.filter.Store(&f)
+	c.tx.tmpl, err = frame.NewTemplate(frame.Flow{
+		SrcMAC:       frame.MAC(c.mac),
+		Src:          netip.AddrPortFrom(c.src, c.laddr.Port()),
+		Dst:          netip.AddrPortFrom(c.src, c.laddr.Port()), // replaced per send
+		DontFragment: true,
+	})
+	if err != nil {
+		return fmt.Errorf("transmit template: %w", err)
+	}
+	// A frame must fit both the UMEM chunk and the interface's MTU.
+	c.tx.maxPayload = min(int(c.x.frameSize)-frame.HeaderLen, mtu-frame.IPv4HeaderLen-frame.UDPHeaderLen)
+	return nil
+}
+
+// parse validates one received frame; a drop is counted by reason.
+func (c *Conn) parse(f []byte) ([]byte, netip.AddrPort, bool) {
+	p := &c.rx.pkt
+	if r := c.rx.filter.Load().Parse(f, p); r != frame.OK {
+		if int(r) < len(c.rx.drops) {
+			c.rx.drops[r].Add(1)
+		}
+		return nil, netip.AddrPort{}, false
+	}
+	return p.Payload, p.Src, true
+}
+
+// build writes a frame for payload to dst into a UMEM chunk and returns its
+// length. The caller checked the payload size and the address family.
+func (c *Conn) build(chunk, payload []byte, dst netip.AddrPort, mac frame.MAC) int {
+	c.tx.tmpl.SetDst(mac, dst)
+	n, _ := c.tx.tmpl.Build(chunk, payload)
+	return n
+}

@@ -1,0 +1,202 @@
+//go:build linux
+
+package afxdp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/lowlat/lowlat/internal/priv"
+)
+
+// flowKey is the steering map's key: an IPv4 destination address and UDP
+// destination port, both in network byte order as they sit in the frame.
+// Address 0.0.0.0 matches any destination address.
+type flowKey struct {
+	Addr [4]byte
+	Port [2]byte
+	_    [2]byte
+}
+
+func keyFor(a netip.Addr, port uint16) flowKey {
+	k := flowKey{Port: [2]byte{byte(port >> 8), byte(port)}}
+	if a.IsValid() && !a.IsUnspecified() {
+		k.Addr = a.Unmap().As4()
+	}
+	return k
+}
+
+// steering is the XDP program and its two maps, attached to one interface.
+type steering struct {
+	flows *ebpf.Map // flowKey -> u8
+	xsks  *ebpf.Map // queue -> AF_XDP socket
+	prog  *ebpf.Program
+	link  link.Link
+	mode  string // "drv" or "skb"
+}
+
+// Offsets in struct xdp_md.
+const (
+	xdpData         = 0
+	xdpDataEnd      = 4
+	xdpRxQueueIndex = 16
+)
+
+// program assembles the steering program. In C it would read:
+//
+//	if (frame too short for Ethernet + IPv4) return XDP_PASS;
+//	if (ethertype != IPv4 || ip->protocol != UDP) return XDP_PASS;
+//	udp = (void *)ip + ip->ihl * 4; if (udp + 1 > data_end) return XDP_PASS;
+//	key = {ip->daddr, udp->dest};
+//	if (!lookup(flows, key)) { key.addr = 0; if (!lookup(flows, key)) return XDP_PASS; }
+//	return bpf_redirect_map(xsks, ctx->rx_queue_index, XDP_PASS);
+func program(flows, xsks *ebpf.Map) asm.Instructions {
+	const pass = "pass"
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1), // r6 = ctx, survives calls
+		asm.LoadMem(asm.R2, asm.R6, xdpData, asm.Word),
+		asm.LoadMem(asm.R3, asm.R6, xdpDataEnd, asm.Word),
+		// Ethernet (14) + minimal IPv4 (20) present?
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, 34),
+		asm.JGT.Reg(asm.R4, asm.R3, pass),
+		// EtherType 0x0800, loaded little-endian from the wire.
+		asm.LoadMem(asm.R5, asm.R2, 12, asm.Half),
+		asm.JNE.Imm(asm.R5, 0x0008, pass),
+		// IPv4 protocol UDP.
+		asm.LoadMem(asm.R5, asm.R2, 23, asm.Byte),
+		asm.JNE.Imm(asm.R5, unix.IPPROTO_UDP, pass),
+		// UDP header at 14 + IHL*4; IHL below 5 is malformed.
+		asm.LoadMem(asm.R5, asm.R2, 14, asm.Byte),
+		asm.And.Imm(asm.R5, 0x0f),
+		asm.LSh.Imm(asm.R5, 2),
+		asm.JLT.Imm(asm.R5, 20, pass),
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, 14),
+		asm.Add.Reg(asm.R4, asm.R5),
+		asm.Mov.Reg(asm.R7, asm.R4),
+		asm.Add.Imm(asm.R7, 8),
+		asm.JGT.Reg(asm.R7, asm.R3, pass),
+		// key = {daddr, dport, 0} at fp-8.
+		asm.LoadMem(asm.R5, asm.R2, 30, asm.Word),
+		asm.StoreMem(asm.RFP, -8, asm.R5, asm.Word),
+		asm.LoadMem(asm.R5, asm.R4, 2, asm.Half),
+		asm.StoreMem(asm.RFP, -4, asm.R5, asm.Half),
+		asm.StoreImm(asm.RFP, -2, 0, asm.Half),
+		asm.LoadMapPtr(asm.R1, flows.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "redirect"),
+		// Not bound to this address: try the wildcard address.
+		asm.StoreImm(asm.RFP, -8, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, flows.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, pass),
+		asm.LoadMem(asm.R2, asm.R6, xdpRxQueueIndex, asm.Word).WithSymbol("redirect"),
+		asm.LoadMapPtr(asm.R1, xsks.FD()),
+		asm.Mov.Imm(asm.R3, 2), // XDP_PASS when no socket serves the queue
+		asm.FnRedirectMap.Call(),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, 2).WithSymbol(pass), // XDP_PASS
+		asm.Return(),
+	}
+}
+
+// maxFlows bounds the steering map: bound ports plus joined groups.
+const maxFlows = 256
+
+// attach creates the maps, loads the program and links it to the interface
+// in the requested mode ("auto" tries driver mode, then generic).
+func attach(ifindex, queues int, mode string) (_ *steering, err error) {
+	s := &steering{}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	s.flows, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "lowlat_flows", Type: ebpf.Hash, KeySize: 8, ValueSize: 1, MaxEntries: maxFlows,
+	})
+	if err != nil {
+		return nil, priv.Wrap("create XDP flow map", "CAP_BPF", err)
+	}
+	s.xsks, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "lowlat_xsks", Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: uint32(max(queues, 1)),
+	})
+	if err != nil {
+		return nil, priv.Wrap("create XSKMAP", "CAP_BPF", err)
+	}
+	s.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "lowlat_steer", Type: ebpf.XDP, License: "Dual BSD/GPL",
+		Instructions: program(s.flows, s.xsks),
+	})
+	if err != nil {
+		return nil, priv.Wrap("load XDP program", "CAP_BPF and CAP_NET_ADMIN", err)
+	}
+	modes := []string{mode}
+	if mode == "" || mode == "auto" {
+		modes = []string{"drv", "skb"}
+	}
+	for _, m := range modes {
+		flags := link.XDPDriverMode
+		if m == "skb" {
+			flags = link.XDPGenericMode
+		}
+		s.link, err = link.AttachXDP(link.XDPOptions{Program: s.prog, Interface: ifindex, Flags: flags})
+		if err == nil {
+			s.mode = m
+			return s, nil
+		}
+		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("attach XDP program to interface %d: %w (another XDP program is already attached; detach it with `ip link set dev IF xdp off`)", ifindex, err)
+		}
+		if errors.Is(err, unix.EPERM) {
+			return nil, priv.Wrap("attach XDP program", "CAP_NET_ADMIN", err)
+		}
+	}
+	return nil, fmt.Errorf("attach XDP program in %s mode to interface %d: %w", modes[len(modes)-1], ifindex, err)
+}
+
+func (s *steering) addFlow(k flowKey) error {
+	if err := s.flows.Update(&k, uint8(1), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("add flow to XDP map: %w", err)
+	}
+	return nil
+}
+
+func (s *steering) setSocket(queue, fd int) error {
+	if err := s.xsks.Update(uint32(queue), uint32(fd), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("insert AF_XDP socket for queue %d into XSKMAP: %w", queue, err)
+	}
+	return nil
+}
+
+// close detaches the program and frees the maps. Safe on a partly built
+// steering.
+func (s *steering) close() error {
+	var errs []error
+	if s.link != nil {
+		if err := s.link.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach XDP program: %w", err))
+		}
+	}
+	if s.prog != nil {
+		s.prog.Close()
+	}
+	if s.xsks != nil {
+		s.xsks.Close()
+	}
+	if s.flows != nil {
+		s.flows.Close()
+	}
+	return errors.Join(errs...)
+}
