@@ -1,0 +1,114 @@
+package bypass_test
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lowlat/lowlat/bypass"
+)
+
+var loopback = netip.MustParseAddrPort("127.0.0.1:0")
+
+func TestAutoOnLoopbackSaysWhyItSkipped(t *testing.T) {
+	c, err := bypass.ListenUDP(loopback, bypass.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	info := c.Info()
+	if info.Backend != "busypoll" {
+		t.Fatalf("auto on loopback chose %q, want busypoll", info.Backend)
+	}
+	var afxdp *bypass.Skip
+	for i := range info.Skipped {
+		if info.Skipped[i].Backend == "afxdp" {
+			afxdp = &info.Skipped[i]
+		}
+	}
+	if afxdp == nil || afxdp.Reason == nil {
+		t.Fatalf("skipped %v: want afxdp with a reason", info.Skipped)
+	}
+	if !strings.Contains(bypass.Describe(info), "skipped afxdp") {
+		t.Fatalf("Describe does not list the skip:\n%s", bypass.Describe(info))
+	}
+}
+
+func TestNamedBackends(t *testing.T) {
+	for _, name := range []string{"kernel", "busypoll"} {
+		c, err := bypass.ListenUDP(loopback, bypass.Options{Backend: name})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := c.Info().Backend; got != name {
+			t.Errorf("backend %s reports %s", name, got)
+		}
+		if len(c.Info().Skipped) != 0 {
+			t.Errorf("a named backend skipped nothing, got %v", c.Info().Skipped)
+		}
+		c.Close()
+	}
+	if _, err := bypass.ListenUDP(loopback, bypass.Options{Backend: "carrier-pigeon"}); err == nil {
+		t.Fatal("unknown backend accepted")
+	}
+	if _, err := bypass.DialTCP(netip.MustParseAddrPort("127.0.0.1:1"), bypass.Options{Backend: "afxdp"}); !errors.Is(err, bypass.ErrNotSupported) {
+		t.Fatalf("TCP over afxdp: %v, want ErrNotSupported", err)
+	}
+}
+
+func TestNetPacketConnAdapter(t *testing.T) {
+	a, err := bypass.ListenUDP(loopback, bypass.Options{Backend: "kernel"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	pc := bypass.NetPacketConn(a)
+	var _ net.PacketConn = pc
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if _, err := pc.WriteTo([]byte("hi"), peer.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	n, from, err := peer.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "hi" || from.String() != pc.LocalAddr().String() {
+		t.Fatalf("peer read %q from %v: %v", buf[:n], from, err)
+	}
+	peer.WriteTo([]byte("yo"), from)
+	n, from, err = pc.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "yo" || from.String() != peer.LocalAddr().String() {
+		t.Fatalf("adapter read %q from %v: %v", buf[:n], from, err)
+	}
+	pc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_, _, err = pc.ReadFrom(buf)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("deadline: %v, want a net.Error timeout", err)
+	}
+}
+
+func TestOptionsFromEnv(t *testing.T) {
+	t.Setenv("LOWLAT_BACKEND", "busypoll")
+	t.Setenv("LOWLAT_WAIT", "spin")
+	t.Setenv("LOWLAT_BUSY_POLL_US", "25")
+	o, err := bypass.OptionsFromEnv(bypass.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Backend != "busypoll" || o.Wait != bypass.WaitSpin || o.BusyPollUS != 25 {
+		t.Fatalf("options %+v", o)
+	}
+	t.Setenv("LOWLAT_QUEUE", "two")
+	if _, err := bypass.OptionsFromEnv(bypass.Options{}); err == nil || !strings.Contains(err.Error(), "LOWLAT_QUEUE") {
+		t.Fatalf("bad LOWLAT_QUEUE: %v, want an error naming it", err)
+	}
+	if !strings.Contains(bypass.EnvHelp(), "LOWLAT_XDP_MODE") {
+		t.Fatal("EnvHelp misses a variable")
+	}
+}

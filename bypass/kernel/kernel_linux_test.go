@@ -1,0 +1,243 @@
+//go:build linux
+
+package kernel_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/kernel"
+)
+
+var lo = netip.MustParseAddrPort("127.0.0.1:0")
+
+type mode struct {
+	name string
+	b    backend.Backend
+	o    backend.Options
+}
+
+var modes = []mode{
+	{"kernel-block", kernel.Kernel{}, backend.Options{}},
+	{"kernel-spin", kernel.Kernel{}, backend.Options{Wait: backend.WaitSpin}},
+	{"busypoll-spin", kernel.BusyPoll{}, backend.Options{}},
+	{"busypoll-block", kernel.BusyPoll{}, backend.Options{Wait: backend.WaitBlock}},
+}
+
+func open(t testing.TB, m mode) backend.PacketConn {
+	t.Helper()
+	o := m.o
+	o.ReadTimeout = 2 * time.Second
+	c, err := m.b.ListenUDP(lo, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestUDPExchange(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			a, b := open(t, m), open(t, m)
+			buf := make([]byte, 64)
+			for i := range 50 {
+				msg := fmt.Appendf(nil, "msg %d", i)
+				if _, err := a.WriteTo(msg, b.LocalAddr()); err != nil {
+					t.Fatal(err)
+				}
+				n, from, err := b.ReadFrom(buf)
+				if err != nil || !bytes.Equal(buf[:n], msg) || from != a.LocalAddr() {
+					t.Fatalf("read %q from %v (%v), want %q from %v", buf[:n], from, err, msg, a.LocalAddr())
+				}
+			}
+			// A datagram longer than the buffer is cut and counted.
+			a.WriteTo(make([]byte, 100), b.LocalAddr())
+			if n, _, err := b.ReadFrom(buf[:10]); err != nil || n != 10 {
+				t.Fatalf("truncated read = %d, %v", n, err)
+			}
+			if st := b.Stats(); st.RxTrunc != 1 || st.RxPackets != 51 {
+				t.Fatalf("stats %+v: want 51 received, 1 truncated", st)
+			}
+			if want := m.b.Name(); b.Info().Backend != want {
+				t.Fatalf("Info().Backend = %q", b.Info().Backend)
+			}
+		})
+	}
+}
+
+func TestUDPBatch(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			a, b := open(t, m), open(t, m)
+			out := make([]backend.Message, 8)
+			for i := range out {
+				out[i] = backend.Message{Buf: fmt.Appendf(nil, "batch %d", i), Addr: b.LocalAddr()}
+			}
+			if n, err := a.WriteBatch(out); n != len(out) || err != nil {
+				t.Fatalf("WriteBatch = %d, %v", n, err)
+			}
+			in := make([]backend.Message, 8)
+			for i := range in {
+				in[i].Buf = make([]byte, 32)
+			}
+			got := 0
+			for got < len(out) {
+				n, err := b.ReadBatch(in[got:])
+				if err != nil {
+					t.Fatalf("ReadBatch after %d: %v", got, err)
+				}
+				got += n
+			}
+			for i, m := range in {
+				if want := fmt.Sprintf("batch %d", i); string(m.Buf[:m.N]) != want || m.Addr != a.LocalAddr() {
+					t.Fatalf("message %d: %q from %v", i, m.Buf[:m.N], m.Addr)
+				}
+			}
+		})
+	}
+}
+
+func TestUDPTimeoutAndClose(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			c := open(t, m)
+			c.SetReadTimeout(20 * time.Millisecond)
+			buf := make([]byte, 8)
+			if _, _, err := c.ReadFrom(buf); !errors.Is(err, backend.ErrTimeout) {
+				t.Fatalf("read with nothing to read: %v, want ErrTimeout", err)
+			}
+			c.SetReadTimeout(0)
+			done := make(chan error, 1)
+			go func() { _, _, err := c.ReadFrom(buf); done <- err }()
+			time.Sleep(20 * time.Millisecond)
+			c.Close()
+			select {
+			case err := <-done:
+				if !errors.Is(err, backend.ErrClosed) {
+					t.Fatalf("reader woke with %v, want ErrClosed", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close did not wake the reader")
+			}
+			if _, err := c.WriteTo(buf, lo); !errors.Is(err, backend.ErrClosed) {
+				t.Fatalf("write after close: %v", err)
+			}
+		})
+	}
+}
+
+func TestTCPMessages(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			sb := m.b.(backend.StreamBackend)
+			o := m.o
+			o.ReadTimeout = 2 * time.Second
+			ln, err := sb.ListenTCP(lo, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			accepted := make(chan backend.Stream, 1)
+			go func() {
+				s, err := ln.Accept()
+				if err != nil {
+					t.Error(err)
+				}
+				accepted <- s
+			}()
+			cli, err := sb.DialTCP(ln.Addr(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cli.Close()
+			srv := <-accepted
+			if srv == nil {
+				t.FailNow()
+			}
+			defer srv.Close()
+			buf := make([]byte, 4096)
+			for _, size := range []int{0, 1, 64, 4000} {
+				msg := bytes.Repeat([]byte{byte(size)}, size)
+				if err := cli.WriteMsg(msg); err != nil {
+					t.Fatal(err)
+				}
+				n, err := srv.ReadMsg(buf)
+				if err != nil || !bytes.Equal(buf[:n], msg) {
+					t.Fatalf("size %d: got %d bytes, %v", size, n, err)
+				}
+			}
+			// Too long for the reader's buffer: reported, and the stream
+			// stays in step for the next message.
+			cli.WriteMsg(make([]byte, 100))
+			cli.WriteMsg([]byte("next"))
+			if _, err := srv.ReadMsg(buf[:10]); !errors.Is(err, backend.ErrMessageTooLong) {
+				t.Fatalf("oversized: %v", err)
+			}
+			if n, err := srv.ReadMsg(buf); err != nil || string(buf[:n]) != "next" {
+				t.Fatalf("after oversized: %q, %v", buf[:n], err)
+			}
+			cli.Close()
+			if _, err := srv.ReadMsg(buf); !errors.Is(err, io.EOF) {
+				t.Fatalf("after peer close: %v, want EOF", err)
+			}
+		})
+	}
+}
+
+func TestBusyPollNotesRefusals(t *testing.T) {
+	c, err := kernel.BusyPoll{}.ListenUDP(lo, backend.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// As root every option applies; otherwise the refusals are noted with
+	// the capability, never fatal.
+	for _, n := range c.Info().Notes {
+		if !bytes.Contains([]byte(n), []byte("CAP_NET_ADMIN")) {
+			t.Errorf("note %q does not name the capability", n)
+		}
+	}
+	if c.Info().Wait != backend.WaitSpin {
+		t.Fatalf("busypoll waits %v, want spin", c.Info().Wait)
+	}
+}
+
+func TestValidateRejectsBeforeSyscalls(t *testing.T) {
+	for _, o := range []backend.Options{
+		{BatchSize: -1}, {BatchSize: backend.MaxBatch + 1}, {Backend: "nope"},
+		{ReadTimeout: -1}, {Queue: -2}, {XDP: backend.XDPOptions{FrameSize: 1000}},
+	} {
+		if _, err := (kernel.Kernel{}).ListenUDP(lo, o); err == nil {
+			t.Errorf("options %+v accepted", o)
+		}
+	}
+}
+
+// BenchmarkUDPRoundTrip sends and receives one datagram per op between two
+// spinning loopback sockets in one goroutine: the per-message cost of the
+// raw-syscall path, and proof that it allocates nothing.
+func BenchmarkUDPRoundTrip(b *testing.B) {
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			a, c := open(b, m), open(b, m)
+			msg, buf := make([]byte, 64), make([]byte, 128)
+			dst := c.LocalAddr()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := a.WriteTo(msg, dst); err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := c.ReadFrom(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
