@@ -475,6 +475,22 @@ func TestSetupErrors(t *testing.T) {
 			}
 		})
 	}
+	t.Run("port zero", func(t *testing.T) {
+		err := p.B.Do(func() error {
+			c, err := afxdp.Backend{}.ListenUDP(netip.AddrPortFrom(p.B.Addr, 0), backend.Options{Interface: p.B.Link})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if c.LocalAddr().Port() == 0 {
+				return errors.New("port 0 was not replaced by the kernel's choice")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("loopback", func(t *testing.T) {
 		_, err := afxdp.Backend{}.ListenUDP(netip.MustParseAddrPort("127.0.0.1:9"), backend.Options{})
 		if !errors.Is(err, backend.ErrNotSupported) {

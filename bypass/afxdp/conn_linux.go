@@ -89,9 +89,6 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 	if !laddr.Addr().Unmap().Is4() {
 		return nil, backend.Unsupported("afxdp carries IPv4 only; %v is not IPv4", laddr.Addr())
 	}
-	if laddr.Port() == 0 {
-		return nil, errors.New("afxdp needs an explicit port (the kernel allocates none for it)")
-	}
 	if err := supported(); err != nil {
 		return nil, err
 	}
@@ -209,8 +206,9 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 }
 
 // reservePort binds an ordinary UDP socket to the port on the same address
-// and keeps it for the connection's life; it also carries the IGMP
-// memberships of JoinGroup.
+// (choosing one when the port is 0) and keeps it for the connection's life;
+// it also carries the IGMP memberships of JoinGroup and the ARP probes of
+// next-hop resolution.
 func (c *Conn) reservePort() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -222,6 +220,14 @@ func (c *Conn) reservePort() error {
 		return fmt.Errorf("reserve udp port %v: %w", c.laddr, os.NewSyscallError("bind", err))
 	}
 	c.mcast = fd
+	if c.laddr.Port() == 0 {
+		// Port 0: serve the port the kernel just chose.
+		got, err := unix.Getsockname(fd)
+		if err != nil {
+			return fmt.Errorf("reserve udp port: %w", os.NewSyscallError("getsockname", err))
+		}
+		c.laddr = netip.AddrPortFrom(c.laddr.Addr(), uint16(got.(*unix.SockaddrInet4).Port))
+	}
 	return nil
 }
 
