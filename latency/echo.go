@@ -1,0 +1,191 @@
+package latency
+
+import (
+	"errors"
+	"io"
+	"sync/atomic"
+
+	"github.com/lowlat/lowlat/bypass"
+)
+
+// EchoServer answers requests and counts what it could not answer. One
+// EchoServer may serve several connections at once; its counters are
+// shared. The zero value serves the Lowlat wire format.
+type EchoServer struct {
+	// Wire is the message format; nil means Lowlat.
+	Wire Wire
+
+	echoed     atomic.Uint64
+	unanswered atomic.Uint64
+	sendErrors atomic.Uint64
+	garbage    [numKinds]atomic.Uint64
+}
+
+// Kinds of garbage an EchoServer counts.
+const (
+	kindEmpty = iota
+	kindShort
+	kindMagic
+	kindVersion
+	kindLength
+	kindOversize
+	kindNotRequest
+	kindOther
+	numKinds
+)
+
+// EchoStats are an EchoServer's counters.
+type EchoStats struct {
+	Echoed     uint64 // requests answered
+	Unanswered uint64 // valid requests that asked for no answer
+	SendErrors uint64 // answers the transport refused to send
+
+	// Garbage: messages dropped without an answer, by reason.
+	Empty      uint64 // zero bytes
+	Short      uint64 // shorter than the header
+	BadMagic   uint64 // not a latprobe message
+	BadVersion uint64 // a version this server does not speak
+	BadLength  uint64 // length field disagrees with the size received
+	Oversize   uint64 // longer than the wire's maximum message
+	NotRequest uint64 // a reply, not a request
+	Other      uint64 // rejected by the wire format for another reason
+}
+
+// Garbage is the number of messages dropped as garbage.
+func (s EchoStats) Garbage() uint64 {
+	return s.Empty + s.Short + s.BadMagic + s.BadVersion + s.BadLength + s.Oversize + s.NotRequest + s.Other
+}
+
+// Stats returns a snapshot of the counters.
+func (s *EchoServer) Stats() EchoStats {
+	g := func(k int) uint64 { return s.garbage[k].Load() }
+	return EchoStats{
+		Echoed:     s.echoed.Load(),
+		Unanswered: s.unanswered.Load(),
+		SendErrors: s.sendErrors.Load(),
+		Empty:      g(kindEmpty),
+		Short:      g(kindShort),
+		BadMagic:   g(kindMagic),
+		BadVersion: g(kindVersion),
+		BadLength:  g(kindLength),
+		Oversize:   g(kindOversize),
+		NotRequest: g(kindNotRequest),
+		Other:      g(kindOther),
+	}
+}
+
+func (s *EchoServer) wire() Wire {
+	if s.Wire == nil {
+		return Lowlat
+	}
+	return s.Wire
+}
+
+func (s *EchoServer) countGarbage(err error) {
+	k := kindOther
+	switch err {
+	case ErrEmpty:
+		k = kindEmpty
+	case ErrShort:
+		k = kindShort
+	case ErrMagic:
+		k = kindMagic
+	case ErrVersion:
+		k = kindVersion
+	case ErrLength:
+		k = kindLength
+	case ErrTooLong, bypass.ErrMessageTooLong:
+		k = kindOversize
+	case ErrNotRequest:
+		k = kindNotRequest
+	}
+	s.garbage[k].Add(1)
+}
+
+// ServePacket answers every request that arrives on c, from whoever sent
+// it, until c is closed; then it returns nil. Garbage is counted and
+// dropped. It returns early only when reading fails for another reason.
+// It allocates one buffer, one byte longer than the largest message so an
+// oversized datagram is seen as such, and nothing per message.
+func (s *EchoServer) ServePacket(c bypass.PacketConn) error {
+	w := s.wire()
+	limit := w.MaxSize()
+	buf := make([]byte, limit+1)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, bypass.ErrClosed) {
+				return nil
+			}
+			if errors.Is(err, bypass.ErrTimeout) {
+				continue
+			}
+			return err
+		}
+		if n > limit {
+			s.countGarbage(ErrTooLong)
+			continue
+		}
+		reply, err := w.Answer(buf[:n])
+		if err != nil {
+			s.countGarbage(err)
+			continue
+		}
+		if reply == nil {
+			s.unanswered.Add(1)
+			continue
+		}
+		if _, err := c.WriteTo(reply, from); err != nil {
+			if errors.Is(err, bypass.ErrClosed) {
+				return nil
+			}
+			s.sendErrors.Add(1)
+			continue
+		}
+		s.echoed.Add(1)
+	}
+}
+
+// ServeStream answers every framed request on st until the peer closes the
+// stream or st is closed; then it returns nil. Garbage is counted and
+// dropped. It does not close st.
+func (s *EchoServer) ServeStream(st bypass.Stream) error {
+	w := s.wire()
+	limit := w.MaxSize()
+	buf := make([]byte, limit+1)
+	for {
+		n, err := st.ReadMsg(buf)
+		if err != nil {
+			switch {
+			case err == io.EOF, errors.Is(err, bypass.ErrClosed):
+				return nil
+			case err == bypass.ErrMessageTooLong:
+				s.countGarbage(err)
+				continue
+			case errors.Is(err, bypass.ErrTimeout):
+				continue
+			}
+			return err
+		}
+		if n > limit {
+			s.countGarbage(ErrTooLong)
+			continue
+		}
+		reply, err := w.Answer(buf[:n])
+		if err != nil {
+			s.countGarbage(err)
+			continue
+		}
+		if reply == nil {
+			s.unanswered.Add(1)
+			continue
+		}
+		if err := st.WriteMsg(reply); err != nil {
+			if errors.Is(err, bypass.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		s.echoed.Add(1)
+	}
+}

@@ -1,0 +1,136 @@
+package latency
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"text/tabwriter"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// percentiles are the percentiles every Summary gives, in field order.
+var percentiles = []float64{50, 90, 99, 99.9, 99.99, 99.999}
+
+// Percentiles returns the percentiles every Summary gives, in order.
+func Percentiles() []float64 { return append([]float64(nil), percentiles...) }
+
+// Summary is the distribution of round trips, in nanoseconds. A percentile
+// p is the value at rank round(p/100 × samples) of the sorted samples (at
+// least rank 1), as HdrHistogram computes it, to three significant digits.
+type Summary struct {
+	Min    int64 `json:"min"`
+	Mean   int64 `json:"mean"`
+	StdDev int64 `json:"stddev"`
+	P50    int64 `json:"p50"`
+	P90    int64 `json:"p90"`
+	P99    int64 `json:"p99"`
+	P999   int64 `json:"p99_9"`
+	P9999  int64 `json:"p99_99"`
+	P99999 int64 `json:"p99_999"`
+	Max    int64 `json:"max"`
+}
+
+// Summarize computes a Summary of h. An empty histogram gives all zeros.
+func Summarize(h *hdrhistogram.Histogram) Summary {
+	if h.TotalCount() == 0 {
+		return Summary{}
+	}
+	p := h.ValueAtPercentilesSlice(percentiles)
+	return Summary{
+		Min:    h.Min(),
+		Mean:   int64(math.Round(h.Mean())),
+		StdDev: int64(math.Round(h.StdDev())),
+		P50:    p[0],
+		P90:    p[1],
+		P99:    p[2],
+		P999:   p[3],
+		P9999:  p[4],
+		P99999: p[5],
+		Max:    h.Max(),
+	}
+}
+
+// Values returns the summary's fields in the order of Columns.
+func (s Summary) Values() []int64 {
+	return []int64{s.Min, s.Mean, s.StdDev, s.P50, s.P90, s.P99, s.P999, s.P9999, s.P99999, s.Max}
+}
+
+// Columns names the summary's fields for tables, in the order of Values.
+var Columns = []string{"min", "mean", "stddev", "p50", "p90", "p99", "p99.9", "p99.99", "p99.999", "max"}
+
+// Report is one measured run. Its JSON form has exactly the keys of
+// latprobe's --json output:
+//
+//	{"tool":"latprobe","backend":"busypoll","proto":"udp","size":64,
+//	 "samples":N,"sent":N,"lost":N,"rtt_ns":{"min":..,"mean":..,...}}
+type Report struct {
+	Tool    string  `json:"tool"`
+	Backend string  `json:"backend"`
+	Proto   string  `json:"proto"`
+	Size    int     `json:"size"`
+	Samples int64   `json:"samples"`
+	Sent    uint64  `json:"sent"`
+	Lost    uint64  `json:"lost"`
+	RTT     Summary `json:"rtt_ns"`
+
+	// Counters has every count; the table prints them, JSON does not.
+	Counters Counters `json:"-"`
+}
+
+// NewReport describes r, measured over backend and proto ("udp", "tcp").
+func NewReport(r *Result, backend, proto string) Report {
+	return Report{
+		Tool:     "latprobe",
+		Backend:  backend,
+		Proto:    proto,
+		Size:     r.Size,
+		Samples:  r.Hist.TotalCount(),
+		Sent:     r.Counters.Sent,
+		Lost:     r.Counters.Lost,
+		RTT:      r.Summary(),
+		Counters: r.Counters,
+	}
+}
+
+// WriteJSON writes each report as one line of JSON.
+func WriteJSON(w io.Writer, reports ...Report) error {
+	enc := json.NewEncoder(w)
+	for _, r := range reports {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteTable writes the reports as a table of round-trip times in
+// microseconds, one row per report, followed by each report's counters.
+func WriteTable(w io.Writer, reports ...Report) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "proto\tbackend\tsize\tsamples\tlost\t")
+	for _, c := range Columns {
+		fmt.Fprintf(tw, "%s\t", c)
+	}
+	fmt.Fprintln(tw)
+	for _, r := range reports {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t", r.Proto, r.Backend, r.Size, r.Samples, r.Lost)
+		for _, v := range r.RTT.Values() {
+			fmt.Fprintf(tw, "%.2f\t", float64(v)/1e3)
+		}
+		fmt.Fprintln(tw)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "round trip in µs")
+	for _, r := range reports {
+		c := r.Counters
+		if _, err := fmt.Fprintf(w, "%s %d B: sent %d, received %d, lost %d, duplicates %d, out of order %d, foreign %d, malformed %d, warm-up %d\n",
+			r.Proto, r.Size, c.Sent, c.Received, c.Lost, c.Duplicates, c.OutOfOrder, c.Foreign, c.Malformed, c.Warmup); err != nil {
+			return err
+		}
+	}
+	return nil
+}
