@@ -106,3 +106,20 @@ func FuzzParseCPUList(f *testing.F) {
 		}
 	})
 }
+
+func TestReadProgramEnv(t *testing.T) {
+	env := map[string]string{EnvCPUs: "1-2", EnvMlockall: "1"}
+	look := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	e, err := ReadProgramEnv(look)
+	if err != nil || e.CPUs.String() != "1-2" || !e.Mlockall {
+		t.Fatalf("%+v %v", e, err)
+	}
+	env[EnvMlockall] = "yes"
+	if _, err := ReadProgramEnv(look); err == nil {
+		t.Fatal("bad LOWLAT_MLOCKALL accepted")
+	}
+	env[EnvMlockall], env[EnvCPUs] = "0", "x"
+	if _, err := ReadProgramEnv(look); err == nil {
+		t.Fatal("bad LOWLAT_CPUS accepted")
+	}
+}

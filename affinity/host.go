@@ -128,6 +128,10 @@ type IdleState struct {
 	disablePath string
 }
 
+// DisablePath is the state's disable switch
+// (/sys/devices/system/cpu/cpuN/cpuidle/stateK/disable).
+func (s IdleState) DisablePath() string { return s.disablePath }
+
 // sysCPUDir is sysCPU; tests point it at a fake tree.
 var sysCPUDir = sysCPU
 

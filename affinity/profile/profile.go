@@ -349,21 +349,10 @@ func (p *Profile) Validate() error {
 	return nil
 }
 
-// Variables the affinity package defines for programs under onload-run,
-// beyond those of the bypass package.
-const (
-	// EnvCPUs holds the program's CPU list ("2-3"), for a program that
-	// wants to pin its hot threads (affinity.LockAndPin) within it.
-	EnvCPUs = "LOWLAT_CPUS"
-	// EnvMlockall is "1" when the profile asks the program to lock its
-	// memory (affinity.LockMemory).
-	EnvMlockall = "LOWLAT_MLOCKALL"
-)
-
 // checkLowlatEnv rejects LOWLAT_* names that no lowlat package reads, and
 // values the bypass package would refuse at startup.
 func checkLowlatEnv(env []EnvVar) error {
-	known := map[string]bool{EnvCPUs: true, EnvMlockall: true}
+	known := map[string]bool{affinity.EnvCPUs: true, affinity.EnvMlockall: true}
 	for _, v := range backend.EnvVars {
 		known[v.Name] = true
 	}

@@ -1,0 +1,264 @@
+//go:build linux
+
+package main
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lowlat/lowlat/affinity"
+)
+
+// forwarded are the signals onload-run passes on to PROGRAM.
+var forwarded = []os.Signal{
+	unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGTERM, unix.SIGUSR1,
+	unix.SIGUSR2, unix.SIGWINCH, unix.SIGALRM, unix.SIGCONT,
+}
+
+// execute applies the plan, runs PROGRAM, and restores the host. It
+// returns onload-run's exit status.
+func (p *plan) execute(log *logger) int {
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs, forwarded...)
+	defer signal.Stop(sigs)
+
+	for _, n := range p.notes {
+		log.note("%s", n)
+	}
+	for _, n := range p.infos {
+		log.info("%s", n)
+	}
+	if p.prof.ChangesHost() && os.Geteuid() != 0 {
+		log.note("profile %s changes host settings (sysctls, IRQ affinity, /dev/cpu_dma_latency): run as root, or use --profile safe", p.prof.Name)
+		return exitFailed
+	}
+
+	var (
+		j    *affinity.Journal
+		hold *affinity.LatencyHold
+	)
+	// restore undoes everything applied so far, newest first, and checks
+	// it. It reports whether the host is back as it was.
+	restore := func() bool {
+		ok := true
+		if j != nil {
+			steps := j.Steps()
+			if err := j.Undo(); err != nil {
+				log.note("restore failed: %v", err)
+				log.note("the journal %s is kept: fix the cause, then run onload-run --restore --journal-dir %s", j.Path(), p.o.journalDir)
+				ok = false
+			} else {
+				for i := len(steps) - 1; i >= 0; i-- {
+					log.info("restored: %s", steps[i].UndoShell())
+				}
+			}
+		}
+		if hold != nil {
+			if err := hold.Close(); err != nil {
+				log.note("%v", err)
+				ok = false
+			} else {
+				log.info("released %s", affinity.CPUDMALatencyPath)
+			}
+		}
+		return ok
+	}
+	// abort is the way out before PROGRAM runs.
+	abort := func(status int) int {
+		if !restore() && status == 0 {
+			status = exitFailed
+		}
+		return status
+	}
+	// pending returns the status for a terminating signal that arrived
+	// while onload-run was still setting up, or -1.
+	pending := func() int {
+		select {
+		case s := <-sigs:
+			if s == unix.SIGWINCH || s == unix.SIGCONT {
+				return -1
+			}
+			log.note("%v before %s started: restoring and exiting", s, p.o.argv[0])
+			return 128 + int(s.(syscall.Signal))
+		default:
+			return -1
+		}
+	}
+
+	if len(p.changes) > 0 {
+		var err error
+		j, err = affinity.CreateJournal(p.o.journalDir, append([]string{"onload-run", "--profile", p.prof.Name, "--"}, p.o.argv...))
+		if err != nil {
+			log.note("%v", err)
+			return exitFailed
+		}
+		log.info("journal %s", j.Path())
+	}
+	if p.hold {
+		var err error
+		if hold, err = affinity.HoldCPULatency(p.holdUS); err != nil {
+			log.note("%v", err)
+			return abort(exitFailed)
+		}
+		log.info("holding %s at %d us", affinity.CPUDMALatencyPath, p.holdUS)
+	}
+	for _, c := range p.changes {
+		if st := pending(); st >= 0 {
+			return abort(st)
+		}
+		if c.absent && c.optional {
+			log.info("skipped %s: %s does not exist on this kernel", c.name, c.step.Path)
+			continue
+		}
+		s, err := j.Apply(c.step)
+		if err != nil {
+			if c.optional || (c.step.Kind == affinity.KindIRQ && errors.Is(err, unix.EIO)) {
+				log.note("skipped %s: %v", c.name, err)
+				continue
+			}
+			log.note("%v", err)
+			return abort(exitFailed)
+		}
+		log.info("set %s: %s (was %s)", c.name, s.Shell(), s.Old)
+	}
+	if st := pending(); st >= 0 {
+		return abort(st)
+	}
+
+	cmd := &exec.Cmd{
+		Path:   p.path,
+		Args:   p.o.argv,
+		Env:    p.env,
+		Stdin:  os.Stdin,
+		Stdout: os.Stdout,
+		Stderr: os.Stderr,
+		// If onload-run dies (SIGKILL), PROGRAM dies with it rather than
+		// run on with the host settings gone: the kernel sends the signal
+		// when the thread that forked PROGRAM exits, and that thread lives
+		// until PROGRAM ends.
+		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+	}
+	startErr := make(chan error, 1)
+	done := make(chan *os.ProcessState, 1)
+	go p.startAndWait(cmd, startErr, done)
+	if err := <-startErr; err != nil {
+		log.note("start %s: %v", p.o.argv[0], err)
+		return abort(126)
+	}
+	p.checkChild(cmd.Process.Pid, log)
+
+	tty := openTTY()
+	for {
+		select {
+		case s := <-sigs:
+			if tty.sentToUs(s) {
+				continue // the terminal sent it to PROGRAM as well
+			}
+			if err := cmd.Process.Signal(s); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				log.note("forward %v: %v", s, err)
+			}
+		case ps := <-done:
+			tty.close()
+			status := exitStatus(ps)
+			if !restore() {
+				return exitFailed
+			}
+			return status
+		}
+	}
+}
+
+// startAndWait starts cmd on a thread locked for the purpose: the thread is
+// given PROGRAM's CPU set and scheduling policy before the fork, so PROGRAM
+// inherits both from its first instruction, and gets its own back after.
+// The thread then waits for PROGRAM, which keeps it alive for Pdeathsig.
+// It is never unlocked, so the runtime discards it when PROGRAM is done.
+func (p *plan) startAndWait(cmd *exec.Cmd, started chan<- error, done chan<- *os.ProcessState) {
+	runtime.LockOSThread()
+	prevMask, err := affinity.ThreadAffinity()
+	if err != nil {
+		started <- err
+		return
+	}
+	if !p.cpus.IsEmpty() {
+		if err := affinity.PinThread(p.cpus); err != nil {
+			started <- err
+			return
+		}
+	}
+	pol, prio := p.prof.Program.Sched, p.prof.Program.Priority
+	if pol != affinity.SchedOther {
+		if err := affinity.SetScheduler(0, pol, prio); err != nil {
+			started <- err
+			return
+		}
+	}
+	err = cmd.Start()
+	if pol != affinity.SchedOther {
+		affinity.SetScheduler(0, affinity.SchedOther, 0)
+	}
+	affinity.PinThread(prevMask)
+	started <- err
+	if err != nil {
+		return
+	}
+	cmd.Wait()
+	done <- cmd.ProcessState
+}
+
+// checkChild reads PROGRAM's CPU mask and policy back.
+func (p *plan) checkChild(pid int, log *logger) {
+	if !p.cpus.IsEmpty() {
+		if got, err := affinity.ProcessAffinity(pid); err == nil && !got.Equal(p.cpus) {
+			log.note("PROGRAM runs on CPUs %s, not %s", got, p.cpus)
+		}
+	}
+	if p.prof.Program.Sched != affinity.SchedOther {
+		if pol, prio, err := affinity.Scheduler(pid); err == nil && (pol != p.prof.Program.Sched || prio != p.prof.Program.Priority) {
+			log.note("PROGRAM runs %v priority %d, not %v %d", pol, prio, p.prof.Program.Sched, p.prof.Program.Priority)
+		}
+	}
+	log.info("started %s (pid %d)", p.commandLine(), pid)
+}
+
+// exitStatus maps PROGRAM's end to onload-run's exit status: its exit
+// code, or 128+N when signal N killed it (as shells report it).
+func exitStatus(ps *os.ProcessState) int {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}
+
+// terminal tells whether a signal came from the controlling terminal to
+// the whole foreground process group, PROGRAM included: then forwarding
+// it would deliver it twice.
+type terminal struct{ f *os.File }
+
+func openTTY() terminal {
+	f, err := os.OpenFile("/dev/tty", os.O_RDONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		return terminal{}
+	}
+	return terminal{f}
+}
+
+func (t terminal) sentToUs(s os.Signal) bool {
+	if t.f == nil || (s != unix.SIGINT && s != unix.SIGQUIT && s != unix.SIGWINCH) {
+		return false
+	}
+	fg, err := unix.IoctlGetInt(int(t.f.Fd()), unix.TIOCGPGRP)
+	return err == nil && fg == unix.Getpgrp()
+}
+
+func (t terminal) close() {
+	if t.f != nil {
+		t.f.Close()
+	}
+}
