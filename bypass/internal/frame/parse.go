@@ -19,8 +19,8 @@ const (
 	IPOptions                 // an IPv4 header with options (IHL > 5)
 	IPChecksum                // bad IPv4 header checksum
 	UDPChecksum               // bad UDP checksum
-	NotOurs                   // wrong EtherType, VLAN, destination MAC, IP or port, or not UDP
-	Length                    // IPv4 or UDP length disagrees with the frame
+	NotOurs                   // wrong EtherType, VLAN, destination MAC, IP or port; not IPv4 or not UDP
+	Length                    // IPv4 (IHL or total) or UDP length disagrees with the frame
 )
 
 var reasonNames = [...]string{
