@@ -149,7 +149,13 @@ func (p *plan) execute(log *logger) int {
 	go p.startAndWait(cmd, startErr, done)
 	if err := <-startErr; err != nil {
 		log.note("start %s: %v", p.o.argv[0], err)
-		return abort(126)
+		status := exitFailed // placing or scheduling PROGRAM failed
+		var ee *exec.Error
+		var pe *os.PathError
+		if errors.As(err, &ee) || errors.As(err, &pe) {
+			status = 126 // the exec itself failed, as a shell reports it
+		}
+		return abort(status)
 	}
 	p.checkChild(cmd.Process.Pid, log)
 
