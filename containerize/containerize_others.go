@@ -1,0 +1,18 @@
+//go:build !linux
+
+package containerize
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotSupported is returned by the live side of the package on systems
+// other than Linux: containers, namespaces and veth links are Linux's.
+var ErrNotSupported = errors.New("containerize: needs Linux")
+
+// Run is Linux-only; see the Linux build.
+func Run(ctx context.Context, engine, parent string, o Options, timeout time.Duration) (string, error) {
+	return "", ErrNotSupported
+}

@@ -1,0 +1,278 @@
+package containerize
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Deploy describes latprobe deployed with the user's own tools. The zero
+// value, with Backend set, is a one-CPU kernel-socket server on port 7471.
+type Deploy struct {
+	// Backend is the latprobe backend; it picks the capabilities.
+	Backend string
+	// CPUs is the number of whole CPUs (0 means 1). Kubernetes gives a
+	// Guaranteed pod with integer CPUs exclusive cores under the static
+	// CPU manager policy.
+	CPUs int
+	// CPUSet pins the container to these CPUs in podman and docker
+	// (--cpuset-cpus); empty leaves the choice to the engine.
+	CPUSet string
+	// Memory is the memory request and limit (0 means "256Mi").
+	Memory string
+	// Hugepages, when set ("1Gi"), asks for that much 2 MiB huge page
+	// memory, mounted at /dev/hugepages.
+	Hugepages string
+	// Realtime adds CAP_SYS_NICE for pinning and SCHED_FIFO.
+	Realtime bool
+	// DMALatency passes /dev/cpu_dma_latency through.
+	DMALatency bool
+	// Image is the image name ("" means "latprobe:latest").
+	Image string
+	// Args are latprobe's arguments (nil means a server on 0.0.0.0:7471).
+	Args []string
+}
+
+func (d Deploy) withDefaults() (Deploy, error) {
+	if _, err := Capabilities(d.Backend, d.Realtime); err != nil {
+		return d, err
+	}
+	if d.CPUs < 0 {
+		return d, fmt.Errorf("containerize: %d CPUs: want a positive whole number", d.CPUs)
+	}
+	if d.CPUs == 0 {
+		d.CPUs = 1
+	}
+	if d.Memory == "" {
+		d.Memory = "256Mi"
+	}
+	if d.Image == "" {
+		d.Image = "latprobe:latest"
+	}
+	if d.Args == nil {
+		d.Args = []string{"server", "--backend", d.Backend, "--addr", "0.0.0.0:7471"}
+	}
+	return d, nil
+}
+
+// onloadDevices are the character devices the Onload/ef_vi library opens.
+var onloadDevices = []string{"/dev/onload", "/dev/onload_epoll", "/dev/sfc_char"}
+
+// Containerfile returns a Containerfile that builds the image from the
+// static binary alone: FROM scratch, nothing else in the image.
+func Containerfile() string {
+	return `# latprobe: build the binary first with
+#   CGO_ENABLED=0 go build -o latprobe ./tools/latprobe
+FROM scratch
+COPY latprobe ` + BinaryPath + `
+ENTRYPOINT ["` + BinaryPath + `"]
+`
+}
+
+// runFlags are the podman/docker run options that give a container o's
+// setup; withNetns adds --network for o.NetnsPath (or host).
+func runFlags(o Options, withNetns bool) ([]string, error) {
+	caps, err := Capabilities(o.Backend, o.Realtime)
+	if err != nil {
+		return nil, err
+	}
+	f := []string{"--read-only", "--security-opt", "no-new-privileges", "--cap-drop", "all"}
+	for _, c := range caps {
+		f = append(f, "--cap-add", strings.TrimPrefix(c, "CAP_"))
+	}
+	if o.CPUs != "" {
+		f = append(f, "--cpuset-cpus", o.CPUs)
+	}
+	if o.DMALatency {
+		f = append(f, "--device", DMALatencyPath)
+	}
+	if o.Backend == "efvi" {
+		for _, d := range onloadDevices {
+			f = append(f, "--device", d)
+		}
+	}
+	for _, c := range sortedKeys(o.Binds) {
+		f = append(f, "--volume", o.Binds[c]+":"+c)
+	}
+	if withNetns {
+		if o.NetnsPath != "" {
+			f = append(f, "--network", "ns:"+o.NetnsPath)
+		} else {
+			f = append(f, "--network", "host")
+		}
+	}
+	return f, nil
+}
+
+// RunCommand returns the `podman run` or `docker run` command line
+// (engine "podman" or "docker") for d, on the host network, as arguments.
+func RunCommand(engine string, d Deploy) ([]string, error) {
+	if engine != "podman" && engine != "docker" {
+		return nil, fmt.Errorf("containerize: engine %q: want podman or docker", engine)
+	}
+	d, err := d.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	f, err := runFlags(Options{Backend: d.Backend, Realtime: d.Realtime, CPUs: d.CPUSet, DMALatency: d.DMALatency}, false)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{engine, "run", "--rm", "--name", "latprobe", "--network", "host"}
+	args = append(args, f...)
+	if d.CPUSet == "" {
+		args = append(args, "--cpus", strconv.Itoa(d.CPUs))
+	}
+	args = append(args, "--memory", d.Memory)
+	if d.Hugepages != "" {
+		args = append(args, "--mount", "type=bind,source=/dev/hugepages,target=/dev/hugepages")
+	}
+	if d.Realtime && engine == "docker" {
+		// SCHED_FIFO in a container needs real-time runtime in its cgroup.
+		args = append(args, "--cpu-rt-runtime", "950000", "--ulimit", "rtprio=99")
+	}
+	args = append(args, d.Image)
+	return append(args, d.Args...), nil
+}
+
+// ShellQuote joins args into one shell command line.
+func ShellQuote(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.IndexFunc(a, func(r rune) bool {
+			return !(r == '-' || r == '_' || r == '.' || r == '/' || r == ':' || r == '=' || r == ',' ||
+				(r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z'))
+		}) < 0 {
+			q[i] = a
+			continue
+		}
+		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
+}
+
+// The Pod manifest is written through these few types (with the field
+// names of the Kubernetes core/v1 API) rather than k8s.io/api, whose
+// dependency tree would triple latprobe's size; the tests parse the output
+// with the real API types.
+type (
+	pod struct {
+		APIVersion string  `json:"apiVersion"`
+		Kind       string  `json:"kind"`
+		Metadata   podMeta `json:"metadata"`
+		Spec       podSpec `json:"spec"`
+	}
+	podMeta struct {
+		Name   string            `json:"name"`
+		Labels map[string]string `json:"labels,omitempty"`
+	}
+	podSpec struct {
+		HostNetwork   bool        `json:"hostNetwork,omitempty"`
+		RestartPolicy string      `json:"restartPolicy"`
+		Containers    []container `json:"containers"`
+		Volumes       []volume    `json:"volumes,omitempty"`
+	}
+	container struct {
+		Name            string          `json:"name"`
+		Image           string          `json:"image"`
+		Args            []string        `json:"args,omitempty"`
+		Resources       resources       `json:"resources"`
+		SecurityContext securityContext `json:"securityContext"`
+		VolumeMounts    []volumeMount   `json:"volumeMounts,omitempty"`
+	}
+	resources struct {
+		Requests map[string]string `json:"requests"`
+		Limits   map[string]string `json:"limits"`
+	}
+	securityContext struct {
+		Capabilities             capabilities `json:"capabilities"`
+		ReadOnlyRootFilesystem   bool         `json:"readOnlyRootFilesystem"`
+		AllowPrivilegeEscalation bool         `json:"allowPrivilegeEscalation"`
+	}
+	capabilities struct {
+		Add  []string `json:"add,omitempty"`
+		Drop []string `json:"drop"`
+	}
+	volumeMount struct {
+		Name      string `json:"name"`
+		MountPath string `json:"mountPath"`
+	}
+	volume struct {
+		Name     string    `json:"name"`
+		HostPath *hostPath `json:"hostPath,omitempty"`
+		EmptyDir *emptyDir `json:"emptyDir,omitempty"`
+	}
+	hostPath struct {
+		Path string `json:"path"`
+		Type string `json:"type"`
+	}
+	emptyDir struct {
+		Medium string `json:"medium"`
+	}
+)
+
+// PodManifest returns a Kubernetes Pod manifest (YAML) for a pinned,
+// latency-critical latprobe: requests equal to limits with whole CPUs
+// (Guaranteed QoS, so the static CPU manager gives it exclusive cores),
+// all capabilities dropped but the backend's, a read-only root, the host
+// network, huge pages when asked and the Onload devices for efvi.
+func PodManifest(d Deploy) ([]byte, error) {
+	d, err := d.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	caps, _ := Capabilities(d.Backend, d.Realtime)
+	res := map[string]string{"cpu": strconv.Itoa(d.CPUs), "memory": d.Memory}
+	c := container{
+		Name:  "latprobe",
+		Image: d.Image,
+		Args:  d.Args,
+		SecurityContext: securityContext{
+			Capabilities:           capabilities{Drop: []string{"ALL"}},
+			ReadOnlyRootFilesystem: true,
+		},
+	}
+	for _, cp := range caps {
+		c.SecurityContext.Capabilities.Add = append(c.SecurityContext.Capabilities.Add, strings.TrimPrefix(cp, "CAP_"))
+	}
+	p := pod{
+		APIVersion: "v1",
+		Kind:       "Pod",
+		Metadata:   podMeta{Name: "latprobe-" + d.Backend, Labels: map[string]string{"app": "latprobe"}},
+		Spec:       podSpec{HostNetwork: true, RestartPolicy: "Never"},
+	}
+	if d.Hugepages != "" {
+		res["hugepages-2Mi"] = d.Hugepages
+		p.Spec.Volumes = append(p.Spec.Volumes, volume{Name: "hugepages", EmptyDir: &emptyDir{Medium: "HugePages-2Mi"}})
+		c.VolumeMounts = append(c.VolumeMounts, volumeMount{Name: "hugepages", MountPath: "/dev/hugepages"})
+	}
+	var devs []string
+	if d.DMALatency {
+		devs = append(devs, DMALatencyPath)
+	}
+	if d.Backend == "efvi" {
+		devs = append(devs, onloadDevices...)
+	}
+	for _, dev := range devs {
+		name := strings.ReplaceAll(strings.TrimPrefix(dev, "/dev/"), "_", "-")
+		p.Spec.Volumes = append(p.Spec.Volumes, volume{Name: name, HostPath: &hostPath{Path: dev, Type: "CharDevice"}})
+		c.VolumeMounts = append(c.VolumeMounts, volumeMount{Name: name, MountPath: dev})
+	}
+	c.Resources = resources{Requests: res, Limits: copyMap(res)}
+	p.Spec.Containers = []container{c}
+	b, err := yaml.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("containerize: pod manifest: %w", err)
+	}
+	return b, nil
+}
+
+func copyMap(m map[string]string) map[string]string {
+	c := make(map[string]string, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
