@@ -8,6 +8,7 @@ import (
 
 	"github.com/lowlat/lowlat/bypass/afxdp"
 	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/efvi"
 	"github.com/lowlat/lowlat/bypass/kernel"
 )
 
@@ -45,6 +46,7 @@ var (
 // backends lists every backend, fastest first; auto tries them in order.
 func backends() []backend.Backend {
 	return []backend.Backend{
+		efvi.Backend{},
 		afxdp.Backend{},
 		kernel.BusyPoll{},
 		kernel.Kernel{},

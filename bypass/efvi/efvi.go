@@ -1,0 +1,36 @@
+package efvi
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/lowlat/lowlat/bypass/backend"
+)
+
+// Backend is the "efvi" backend.
+type Backend struct{}
+
+var _ backend.Backend = Backend{}
+
+// Name returns "efvi".
+func (Backend) Name() string { return "efvi" }
+
+// ErrNoEFVI is returned by ListenUDP in a binary built without ef_vi. It
+// wraps backend.ErrNotSupported.
+var ErrNoEFVI = backend.Unsupported("built without ef_vi: rebuild with -tags efvi on a host with Onload's headers and libciul")
+
+// ListenUDP opens an ef_vi endpoint for laddr on o.Interface (or the
+// interface that owns laddr's address). It fails with an error wrapping
+// backend.ErrNotSupported when the binary was built without ef_vi, when the
+// host has no Onload driver (/dev/sfc_char), or when the interface is not
+// one the driver serves.
+func (Backend) ListenUDP(laddr netip.AddrPort, o backend.Options) (backend.PacketConn, error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("efvi: listen udp %v: %w", laddr, err)
+	}
+	c, err := listen(laddr, o)
+	if err != nil {
+		return nil, fmt.Errorf("efvi: listen udp %v: %w", laddr, err)
+	}
+	return c, nil
+}

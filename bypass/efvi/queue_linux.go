@@ -1,0 +1,113 @@
+//go:build linux
+
+package efvi
+
+import "net/netip"
+
+// Event kinds of an event record. The cgo queue translates each ef_vi event
+// into one record (an RX_MULTI event into one record per buffer); events
+// the backend never asks for are reported as evOther.
+const (
+	evNone         uint16 = iota
+	evRX                  // EF_EVENT_TYPE_RX (and each buffer of RX_MULTI): id is the buffer, len the frame bytes
+	evRXDiscard           // EF_EVENT_TYPE_RX_DISCARD: id is the buffer, sub the discard type
+	evRXNoDesc            // EF_EVENT_TYPE_RX_NO_DESC_TRUNC: a frame found no posted buffer
+	evRXRef               // EF_EVENT_TYPE_RX_REF (X3): id is the packet, len the frame bytes
+	evRXRefDiscard        // EF_EVENT_TYPE_RX_REF_DISCARD (X3): id is the packet, sub the EF_VI_DISCARD_RX_* flags
+	evTX                  // EF_EVENT_TYPE_TX: len descriptors completed, in the order they were posted
+	evTXError             // EF_EVENT_TYPE_TX_ERROR: len descriptors completed, sub the error type
+	evOverflow            // EF_EVENT_TYPE_OFLOW: the event queue overflowed
+	evOther               // any other event type, in sub
+)
+
+// RX flags in the sub field of an evRX record (EF_EVENT_FLAG_SOP, _CONT).
+const (
+	rxFlagSOP  = 0x1
+	rxFlagCont = 0x2
+)
+
+// Discard types of an evRXDiscard record (enum ef_vi_rx_discard_type, in
+// header order).
+const (
+	discardCsumBad = iota
+	discardMcastMismatch
+	discardCRCBad
+	discardTrunc
+	discardRights
+	discardEvError
+	discardOther
+	discardInnerCsumBad
+)
+
+// Discard flags of an evRXRefDiscard record (enum ef_vi_rx_discard_err_flags).
+const (
+	refL4Csum      = 0x1
+	refL3Csum      = 0x2
+	refFCS         = 0x4
+	refLen         = 0x8
+	refInnerL4Csum = 0x20
+	refInnerL3Csum = 0x40
+	refL2Other     = 0x80
+	refL3Other     = 0x100
+	refL4Other     = 0x200
+)
+
+// TX error types of an evTXError record (enum ef_vi_tx_error_type).
+const (
+	txErrRights = iota
+	txErrOflow
+	txErr2Big
+	txErrBus
+)
+
+// event is one compact event record. Its layout is shared with the C
+// helper that fills arrays of them (struct lowlat_ev): keep the two in step.
+type event struct {
+	kind uint16
+	sub  uint16
+	len  uint32
+	id   uint32
+	_    uint32
+	addr uint64 // X3: address of the packet, for the cgo queue's frame
+}
+
+// txDesc asks the transmit queue to send buffer id's first len bytes.
+type txDesc struct {
+	id  uint32
+	len uint32
+}
+
+// rxQueue is the receive half: a VI with a receive ring (X2) or RX_REF
+// delivery (X3) and its own event queue. It is used by one goroutine at a
+// time (the reader) and never blocks.
+type rxQueue interface {
+	// poll moves up to len(evs) event records into evs and returns how
+	// many; 0 when the event queue is empty.
+	poll(evs []event) int
+	// post gives receive buffers back to the adapter and returns how many
+	// it took (all of them, unless the ring is full).
+	post(ids []uint32) int
+	// release hands X3 packets back to the adapter.
+	release(pktIDs []uint32)
+	// frame returns the Ethernet frame of an evRX or evRXRef record. It
+	// aliases packet memory and is valid until the buffer is posted again
+	// or the packet released.
+	frame(ev *event) []byte
+	// refs reports whether the queue delivers RX_REF events (X3) instead
+	// of filling posted buffers.
+	refs() bool
+	// addFilter steers IPv4 UDP datagrams for ip:port to the queue.
+	addFilter(dst netip.AddrPort) error
+	close() error
+}
+
+// txQueue is the transmit half: a VI with a transmit ring and its own event
+// queue, used by the writer.
+type txQueue interface {
+	// poll moves completion records (evTX, evTXError) into evs.
+	poll(evs []event) int
+	// send queues frames already written into their buffers and returns
+	// how many it took; it stops early only when the ring is full.
+	send(d []txDesc) int
+	close() error
+}
