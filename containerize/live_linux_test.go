@@ -1,0 +1,205 @@
+//go:build linux
+
+package containerize
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lowlat/lowlat/bypass"
+	"github.com/lowlat/lowlat/latency"
+)
+
+var (
+	probeOnce sync.Once
+	probePath string
+	probeErr  error
+	probeDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if probeDir != "" {
+		os.RemoveAll(probeDir)
+	}
+	os.Exit(code)
+}
+
+// requireRunc skips unless the test runs as root with runc installed.
+func requireRunc(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create containers, namespaces and veth links; CI runs it as root")
+	}
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("needs runc (apt-get install runc; CI's install script does it)")
+	}
+}
+
+// probe builds the static test helper (internal/probe) once.
+func probe(t *testing.T) string {
+	t.Helper()
+	probeOnce.Do(func() {
+		probeDir, probeErr = os.MkdirTemp("", "containerize-probe-")
+		if probeErr != nil {
+			return
+		}
+		probePath = filepath.Join(probeDir, "probe")
+		cmd := exec.Command("go", "build", "-o", probePath, "./internal/probe")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			probeErr = fmt.Errorf("go build ./internal/probe: %w: %s", err, out)
+		}
+	})
+	if probeErr != nil {
+		t.Fatal(probeErr)
+	}
+	return probePath
+}
+
+// leakCheck registers, first so that it runs last, a check that nothing
+// this process created is left: no container, namespace, veth or bundle.
+func leakCheck(t *testing.T, parent string) {
+	t.Helper()
+	pid := strconv.Itoa(os.Getpid() % 10000)
+	t.Cleanup(func() {
+		if out, _ := command("runc", "list", "-q"); strings.Contains(out, "latprobe-"+pid) {
+			t.Errorf("containers left: %s", out)
+		}
+		if out, _ := command("ip", "netns", "list"); strings.Contains(out, "lpc"+pid) {
+			t.Errorf("namespaces left: %s", out)
+		}
+		if out, _ := command("ip", "-o", "link", "show", "type", "veth"); strings.Contains(out, "lpa"+pid) || strings.Contains(out, "lpb"+pid) {
+			t.Errorf("veth links left: %s", out)
+		}
+		if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+			t.Errorf("bundle dirs left in %s: %v", parent, ents)
+		}
+	})
+}
+
+// TestContainerCapabilities runs the helper in a container per backend and
+// checks its CapEff, read from inside, is exactly the capabilities asked.
+func TestContainerCapabilities(t *testing.T) {
+	requireRunc(t)
+	bin := probe(t)
+	for _, tc := range []struct {
+		backend  string
+		realtime bool
+	}{{"kernel", false}, {"busypoll", false}, {"afxdp", false}, {"kernel", true}, {"afxdp", true}} {
+		t.Run(fmt.Sprintf("%s/realtime=%v", tc.backend, tc.realtime), func(t *testing.T) {
+			parent := t.TempDir()
+			leakCheck(t, parent)
+			o := Options{Binary: bin, Args: []string{"capeff"}, Backend: tc.backend, Realtime: tc.realtime, CPUs: "0"}
+			out, err := Run(context.Background(), "runc", parent, o, 20*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := strings.Fields(out)
+			if len(f) != 2 || f[0] != "CapEff:" {
+				t.Fatalf("output %q: want a CapEff line", out)
+			}
+			got, err := strconv.ParseUint(f[1], 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			caps, _ := Capabilities(tc.backend, tc.realtime)
+			want, _ := CapMask(caps)
+			if got != want {
+				t.Errorf("CapEff %#x, want %#x (%v)", got, want, caps)
+			}
+		})
+	}
+}
+
+// TestServerInNetnsAnswersHost runs an echo server in a container in its
+// own network namespace and measures round trips to it from the host over
+// the veth pair.
+func TestServerInNetnsAnswersHost(t *testing.T) {
+	requireRunc(t)
+	bin := probe(t)
+	parent := t.TempDir()
+	leakCheck(t, parent)
+	var u Undo
+	t.Cleanup(func() {
+		if err := u.Run(); err != nil {
+			t.Error(err)
+		}
+	})
+	ns, err := NewNetns(&u, "lpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix, err := FreeSubnet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, inner, err := NewVeth(&u, nil, ns, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := netip.AddrPortFrom(inner.Addr, 7471)
+	o := Options{Binary: bin, Args: []string{"echo", server.String(), "30"}, Backend: "kernel", NetnsPath: ns.Path}
+	b, err := WriteBundle(&u, parent, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Start(&u, "runc", b, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(c.Stdout(), "listening") {
+		if c.Exited() || time.Now().After(deadline) {
+			t.Fatalf("server did not start: %v\n%s\n%s", c.Wait(context.Background(), time.Second), c.Stdout(), c.Stderr())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	conn, err := bypass.ListenUDP(netip.AddrPortFrom(host.Addr, 0), bypass.Options{Backend: "kernel"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cl, err := latency.NewClient(latency.PacketTransport(conn, server), latency.Config{Count: 200, Warmup: 10, Duration: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := cl.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Hist.TotalCount() == 0 {
+		t.Fatalf("no round trips measured: %+v", r.Counters)
+	}
+	t.Logf("container-netns kernel: %d samples, lost %d", r.Hist.TotalCount(), r.Counters.Lost)
+}
+
+// TestFailureAndInterruptLeaveNothing checks that a container that fails,
+// and one whose run is interrupted, are both removed with their bundles.
+func TestFailureAndInterruptLeaveNothing(t *testing.T) {
+	requireRunc(t)
+	bin := probe(t)
+	parent := t.TempDir()
+	leakCheck(t, parent)
+	_, err := Run(context.Background(), "runc", parent, Options{Binary: bin, Args: []string{"no-such-command"}, Backend: "kernel"}, 20*time.Second)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Errorf("failing container: err %v, want an exit status", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = Run(ctx, "runc", parent, Options{Binary: bin, Args: []string{"echo", "127.0.0.1:0", "30"}, Backend: "kernel"}, 20*time.Second)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("interrupted container: err %v, want the context's error", err)
+	}
+}
