@@ -56,9 +56,15 @@ const (
 //	key = {ip->daddr, udp->dest};
 //	if (!lookup(flows, key)) { key.addr = 0; if (!lookup(flows, key)) return XDP_PASS; }
 //	return bpf_redirect_map(xsks, ctx->rx_queue_index, XDP_PASS);
+//
+// The UDP header's offset depends on the IPv4 header length. Rather than add
+// that variable to the packet pointer (which the verifier accepts only from
+// a process with CAP_PERFMON), the program branches on IHL to one of eleven
+// blocks that each read the port at a constant offset. Frames with IPv4
+// options thus still reach the socket, whose parser drops and counts them.
 func program(flows, xsks *ebpf.Map) asm.Instructions {
 	const pass = "pass"
-	return asm.Instructions{
+	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1), // r6 = ctx, survives calls
 		asm.LoadMem(asm.R2, asm.R6, xdpData, asm.Word),
 		asm.LoadMem(asm.R3, asm.R6, xdpDataEnd, asm.Word),
@@ -72,22 +78,29 @@ func program(flows, xsks *ebpf.Map) asm.Instructions {
 		// IPv4 protocol UDP.
 		asm.LoadMem(asm.R5, asm.R2, 23, asm.Byte),
 		asm.JNE.Imm(asm.R5, unix.IPPROTO_UDP, pass),
-		// UDP header at 14 + IHL*4; IHL below 5 is malformed.
+		// Destination address, then dispatch on IHL (below 5 is malformed).
+		asm.LoadMem(asm.R8, asm.R2, 30, asm.Word),
 		asm.LoadMem(asm.R5, asm.R2, 14, asm.Byte),
 		asm.And.Imm(asm.R5, 0x0f),
-		asm.LSh.Imm(asm.R5, 2),
-		asm.JLT.Imm(asm.R5, 20, pass),
-		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, 14),
-		asm.Add.Reg(asm.R4, asm.R5),
-		asm.Mov.Reg(asm.R7, asm.R4),
-		asm.Add.Imm(asm.R7, 8),
-		asm.JGT.Reg(asm.R7, asm.R3, pass),
+	}
+	for ihl := 5; ihl <= 15; ihl++ {
+		insns = append(insns, asm.JEq.Imm(asm.R5, int32(ihl), fmt.Sprintf("ihl%d", ihl)))
+	}
+	insns = append(insns, asm.Ja.Label(pass))
+	for ihl := 5; ihl <= 15; ihl++ {
+		udp := int16(14 + ihl*4)
+		insns = append(insns,
+			asm.Mov.Reg(asm.R7, asm.R2).WithSymbol(fmt.Sprintf("ihl%d", ihl)),
+			asm.Add.Imm(asm.R7, int32(udp)+8),
+			asm.JGT.Reg(asm.R7, asm.R3, pass),
+			asm.LoadMem(asm.R9, asm.R2, udp+2, asm.Half),
+			asm.Ja.Label("key"),
+		)
+	}
+	return append(insns,
 		// key = {daddr, dport, 0} at fp-8.
-		asm.LoadMem(asm.R5, asm.R2, 30, asm.Word),
-		asm.StoreMem(asm.RFP, -8, asm.R5, asm.Word),
-		asm.LoadMem(asm.R5, asm.R4, 2, asm.Half),
-		asm.StoreMem(asm.RFP, -4, asm.R5, asm.Half),
+		asm.StoreMem(asm.RFP, -8, asm.R8, asm.Word).WithSymbol("key"),
+		asm.StoreMem(asm.RFP, -4, asm.R9, asm.Half),
 		asm.StoreImm(asm.RFP, -2, 0, asm.Half),
 		asm.LoadMapPtr(asm.R1, flows.FD()),
 		asm.Mov.Reg(asm.R2, asm.RFP),
@@ -108,7 +121,7 @@ func program(flows, xsks *ebpf.Map) asm.Instructions {
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, 2).WithSymbol(pass), // XDP_PASS
 		asm.Return(),
-	}
+	)
 }
 
 // maxFlows bounds the steering map: bound ports plus joined groups.
