@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/netip"
 	"runtime"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -125,6 +126,16 @@ func Serve(tb testing.TB, srv *latency.EchoServer, conn any) (stop func()) {
 	return stop
 }
 
+// NoGC switches garbage collection off until the test ends. A goroutine
+// spinning in raw system calls (spin wait mode) is rarely preemptible, so a
+// collection's stop-the-world can stall every other goroutine, the other
+// end of a ping-pong included, until the spinner happens to be preempted:
+// milliseconds to seconds. The measuring loops do not allocate.
+func NoGC(tb testing.TB) {
+	old := debug.SetGCPercent(-1)
+	tb.Cleanup(func() { debug.SetGCPercent(old) })
+}
+
 // BenchPacket is the body of a BenchmarkRoundTrip<Backend> over UDP: an echo
 // server serves on server, and each op is one full round trip from client
 // (send, server receive and send, receive, histogram record). It reports
@@ -149,6 +160,7 @@ func BenchStream(b *testing.B, server, client bypass.Stream) {
 
 func bench(b *testing.B, tr latency.Transport) {
 	b.Helper()
+	NoGC(b)
 	cl, err := latency.NewClient(tr, latency.Config{Count: 1, Timeout: 5 * time.Second})
 	if err != nil {
 		b.Fatal(err)

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+
+	"github.com/lowlat/lowlat/latency"
+)
+
+func lockOSThread()   { runtime.LockOSThread() }
+func unlockOSThread() { runtime.UnlockOSThread() }
+
+// measure runs the client side over tr once per message size, on a
+// goroutine locked to its OS thread and pinned to pl.cpu when that is set,
+// and returns one report per size. When ctx ends, it returns the reports
+// so far and ctx's error.
+func measure(ctx context.Context, tr latency.Transport, pl *plan, backendName, hlogName string) ([]latency.Report, error) {
+	type out struct {
+		reports []latency.Report
+		err     error
+	}
+	ch := make(chan out, 1)
+	go func() {
+		var o out
+		defer func() { ch <- o }()
+		unlock, err := lockThread(pl.cpu)
+		if err != nil {
+			o.err = fmt.Errorf("pin the measuring thread: %w", err)
+			return
+		}
+		defer unlock()
+		var lw *latency.HlogWriter
+		if hlogName != "" {
+			f, w, err := openHlog(hlogName, pl, time.Now())
+			if err != nil {
+				o.err = err
+				return
+			}
+			defer func() {
+				if err := f.Close(); err != nil && o.err == nil {
+					o.err = fmt.Errorf("--hlog: %w", err)
+				}
+			}()
+			lw = w
+		}
+		for _, size := range pl.sizes {
+			cfg := pl.cfg
+			cfg.Size = size
+			if lw != nil {
+				cfg.Intervals = lw
+				if len(pl.sizes) > 1 {
+					lw.SetTag(fmt.Sprintf("%dB", size))
+				}
+			}
+			cl, err := latency.NewClient(tr, cfg)
+			if err != nil {
+				o.err = err
+				return
+			}
+			res, err := cl.Run(ctx)
+			if res != nil && (res.Counters.Sent > 0 || err == nil) {
+				o.reports = append(o.reports, latency.NewReport(res, backendName, pl.proto))
+			}
+			if err != nil {
+				o.err = fmt.Errorf("%d-byte messages: %w", size, err)
+				return
+			}
+		}
+	}()
+	o := <-ch
+	return o.reports, o.err
+}
+
+// interrupted reports whether err only says that the user stopped the run.
+func interrupted(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// printReports writes the reports as the table, or as JSON lines.
+func printReports(w io.Writer, reports []latency.Report, asJSON bool) error {
+	if len(reports) == 0 {
+		return nil
+	}
+	if asJSON {
+		return latency.WriteJSON(w, reports...)
+	}
+	return latency.WriteTable(w, reports...)
+}
+
+// infoWriter is where descriptive lines go: stdout, unless stdout carries
+// JSON, which must stay machine-readable.
+func infoWriter(asJSON bool, stdout, stderr io.Writer) io.Writer {
+	if asJSON {
+		return stderr
+	}
+	return stdout
+}

@@ -1,0 +1,345 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lowlat/lowlat/affinity"
+	"github.com/lowlat/lowlat/bypass"
+	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/latency"
+)
+
+// role says which command a probe's flags belong to.
+type role int
+
+const (
+	roleRun role = iota
+	roleServer
+	roleClient
+)
+
+// Defaults.
+const (
+	defaultDuration   = 3 * time.Second
+	defaultWarmup     = 1000
+	defaultServerAddr = "0.0.0.0:11111"
+	defaultRunAddr    = "127.0.0.1:0"
+)
+
+// probe holds the flags that run, server and client share.
+type probe struct {
+	role role
+	fs   *flag.FlagSet
+
+	backend, proto, addr, peer string
+	wait, iface, xdpMode       string
+	queue, cpu                 int
+	count, warmup, size        int
+	sizes, hlog                string
+	duration, timeout          time.Duration
+	json                       bool
+}
+
+// newProbe registers the flags of the given role on a new flag set.
+func newProbe(name string, r role) *probe {
+	p := &probe{role: r, fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+	fs := p.fs
+	fs.StringVar(&p.backend, "backend", "auto", "backend: auto (the fastest that works), "+strings.Join(bypass.Backends(), ", "))
+	fs.StringVar(&p.proto, "proto", "udp", "protocol: udp or tcp")
+	fs.StringVar(&p.wait, "wait", "", "wait mode: block or spin (default: the backend's own, spin for busypoll)")
+	fs.StringVar(&p.iface, "iface", "", "network interface, for backends that bind one (afxdp)")
+	fs.IntVar(&p.queue, "queue", 0, "NIC queue to bind, -1 for all (afxdp)")
+	fs.StringVar(&p.xdpMode, "xdp-mode", "", "XDP attach mode: auto, drv or skb (afxdp)")
+	switch r {
+	case roleServer:
+		fs.StringVar(&p.addr, "addr", defaultServerAddr, "address to listen on")
+		fs.IntVar(&p.cpu, "cpu", -1, "pin the serving thread to this CPU")
+		fs.DurationVar(&p.duration, "duration", 0, "stop after this long (default: run until interrupted)")
+		return p
+	case roleRun:
+		fs.StringVar(&p.addr, "addr", defaultRunAddr, "address the echo server listens on; the client binds the same IP")
+		fs.IntVar(&p.cpu, "cpu", -1, "pin the measuring thread to this CPU (default: the last CPU; the server gets another)")
+	case roleClient:
+		fs.StringVar(&p.addr, "addr", "", "local UDP address to bind (default: any)")
+		fs.StringVar(&p.peer, "peer", "", "the server's HOST:PORT (required)")
+		fs.IntVar(&p.cpu, "cpu", -1, "pin the measuring thread to this CPU")
+	}
+	fs.IntVar(&p.count, "count", 0, "measure this many round trips (instead of --duration)")
+	fs.DurationVar(&p.duration, "duration", defaultDuration, "measure for this long, per message size")
+	fs.IntVar(&p.warmup, "warmup", defaultWarmup, "round trips before measuring, not recorded")
+	fs.IntVar(&p.size, "size", latency.DefaultSize, fmt.Sprintf("message size in bytes, %d to %d", latency.MinSize, latency.MaxSize))
+	fs.StringVar(&p.sizes, "sizes", "", "comma-separated message sizes to sweep, such as 64,256,1024")
+	fs.DurationVar(&p.timeout, "timeout", latency.DefaultTimeout, "count a reply lost after waiting this long")
+	fs.BoolVar(&p.json, "json", false, "print one JSON object per message size instead of the table")
+	fs.StringVar(&p.hlog, "hlog", "", "write an HdrHistogram interval log (one interval per second) to this file")
+	return p
+}
+
+// set reports whether the named flag was given on the command line.
+func (p *probe) set(name string) bool {
+	found := false
+	p.fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			found = true
+		}
+	})
+	return found
+}
+
+// plan is a validated probe.
+type plan struct {
+	opts    bypass.Options
+	proto   string
+	addr    netip.AddrPort // run, server: listen; client: local bind (may be invalid: any)
+	peer    netip.AddrPort // client
+	sizes   []int
+	cfg     latency.Config // Size is set per size
+	cpu     int            // -1: not pinned
+	waitSet bool
+}
+
+// validate checks the flags, and the LOWLAT_* environment under them, and
+// returns a usageError naming the first flag that is wrong.
+func (p *probe) validate() (*plan, error) {
+	pl := &plan{cpu: p.cpu}
+	o, err := bypass.OptionsFromEnv(bypass.Options{})
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	// Flags given on the command line win over the environment.
+	if p.set("backend") || o.Backend == "" {
+		o.Backend = p.backend
+	}
+	known := append([]string{"auto"}, bypass.Backends()...)
+	if !slices.Contains(known, o.Backend) {
+		return nil, usagef("--backend %s: not in this build (have %s)", o.Backend, strings.Join(known, ", "))
+	}
+	switch p.proto {
+	case "udp", "tcp":
+	default:
+		return nil, usagef("--proto %s: want udp or tcp", p.proto)
+	}
+	pl.proto = p.proto
+	if p.set("wait") {
+		w, err := bypass.ParseWaitMode(p.wait)
+		if err != nil || w == bypass.WaitDefault {
+			return nil, usagef("--wait %s: want block or spin", p.wait)
+		}
+		o.Wait = w
+	}
+	pl.waitSet = o.Wait != bypass.WaitDefault
+	if p.set("iface") {
+		o.Interface = p.iface
+	}
+	if p.set("queue") {
+		if p.queue < -1 {
+			return nil, usagef("--queue %d: want -1 (all queues) or a queue number", p.queue)
+		}
+		o.Queue = p.queue
+	}
+	if p.set("xdp-mode") {
+		switch p.xdpMode {
+		case "auto", "drv", "skb":
+		default:
+			return nil, usagef("--xdp-mode %s: want auto, drv or skb", p.xdpMode)
+		}
+		if o.Backend != "auto" && o.Backend != "afxdp" {
+			return nil, usagef("--xdp-mode: only the afxdp backend attaches XDP (--backend is %s)", o.Backend)
+		}
+		o.XDP.Mode = p.xdpMode
+	}
+	if err := o.Validate(); err != nil {
+		return nil, usagef("backend options: %v", err)
+	}
+	if p.proto == "tcp" && o.Backend != "auto" {
+		if b, err := bypass.Lookup(o.Backend); err == nil {
+			if _, ok := b.(backend.StreamBackend); !ok {
+				return nil, usagef("--proto tcp: backend %s carries UDP only", o.Backend)
+			}
+		}
+	}
+	pl.opts = o
+
+	if p.cpu != -1 {
+		cpus, err := usableCPUs()
+		if err != nil {
+			return nil, fmt.Errorf("--cpu: %w", err)
+		}
+		if !slices.Contains(cpus, p.cpu) {
+			return nil, usagef("--cpu %d: not a CPU this process may run on (have %s)", p.cpu, affinity.NewCPUSet(cpus...))
+		}
+	}
+
+	switch p.role {
+	case roleServer:
+		a, err := netip.ParseAddrPort(p.addr)
+		if err != nil {
+			return nil, usagef("--addr %s: want IP:PORT (%v)", p.addr, err)
+		}
+		pl.addr = a
+		if p.duration < 0 {
+			return nil, usagef("--duration %v: negative", p.duration)
+		}
+		pl.cfg.Duration = p.duration
+		return pl, nil
+	case roleRun:
+		a, err := netip.ParseAddrPort(p.addr)
+		if err != nil {
+			return nil, usagef("--addr %s: want IP:PORT (%v)", p.addr, err)
+		}
+		if a.Addr().IsUnspecified() {
+			return nil, usagef("--addr %s: run needs an address the client can send to, such as 127.0.0.1:0", p.addr)
+		}
+		pl.addr = a
+	case roleClient:
+		if p.peer == "" {
+			return nil, usagef("--peer: required (the server's HOST:PORT)")
+		}
+		peer, err := resolve(p.peer, p.proto)
+		if err != nil {
+			return nil, usagef("--peer %s: %v", p.peer, err)
+		}
+		pl.peer = peer
+		if p.addr != "" {
+			if p.proto == "tcp" {
+				return nil, usagef("--addr: the TCP client cannot choose its local address")
+			}
+			a, err := netip.ParseAddrPort(p.addr)
+			if err != nil {
+				return nil, usagef("--addr %s: want IP:PORT (%v)", p.addr, err)
+			}
+			pl.addr = a
+		}
+	}
+
+	if p.set("count") && p.set("duration") {
+		return nil, usagef("--count: give --count or --duration, not both")
+	}
+	switch {
+	case p.set("count"):
+		if p.count <= 0 {
+			return nil, usagef("--count %d: want at least 1", p.count)
+		}
+		pl.cfg.Count = p.count
+	case p.duration <= 0:
+		return nil, usagef("--duration %v: want a positive duration such as 3s", p.duration)
+	default:
+		pl.cfg.Duration = p.duration
+	}
+	if p.warmup < 0 {
+		return nil, usagef("--warmup %d: negative", p.warmup)
+	}
+	pl.cfg.Warmup = p.warmup
+	if p.timeout <= 0 {
+		return nil, usagef("--timeout %v: want a positive duration such as 200ms", p.timeout)
+	}
+	pl.cfg.Timeout = p.timeout
+
+	if p.set("size") && p.set("sizes") {
+		return nil, usagef("--sizes: give --size or --sizes, not both")
+	}
+	if p.set("sizes") {
+		for _, f := range strings.Split(p.sizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				return nil, usagef("--sizes %s: %q is not a number", p.sizes, f)
+			}
+			if latency.CheckSize(n) != nil {
+				return nil, usagef("--sizes %s: %d is outside %d to %d", p.sizes, n, latency.MinSize, latency.MaxSize)
+			}
+			pl.sizes = append(pl.sizes, n)
+		}
+	} else {
+		if latency.CheckSize(p.size) != nil {
+			return nil, usagef("--size %d: want %d to %d", p.size, latency.MinSize, latency.MaxSize)
+		}
+		pl.sizes = []int{p.size}
+	}
+	if p.hlog != "" && strings.TrimSpace(p.hlog) == "" {
+		return nil, usagef("--hlog: empty file name")
+	}
+	return pl, nil
+}
+
+// resolve turns HOST:PORT into an address, looking the host up if needed.
+func resolve(hostport, proto string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	pn, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || pn == 0 {
+		return netip.AddrPort{}, fmt.Errorf("port %q: want 1 to 65535", port)
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return netip.AddrPortFrom(a.Unmap(), uint16(pn)), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	for _, a := range addrs { // prefer IPv4, which every backend carries
+		if a.Unmap().Is4() {
+			return netip.AddrPortFrom(a.Unmap(), uint16(pn)), nil
+		}
+	}
+	return netip.AddrPortFrom(addrs[0], uint16(pn)), nil
+}
+
+// usableCPUs lists the CPUs that are online and in this process's mask.
+func usableCPUs() ([]int, error) {
+	online, err := affinity.OnlineCPUs()
+	if err != nil {
+		return nil, err
+	}
+	mask, err := affinity.ThreadAffinity()
+	if err != nil {
+		return nil, err
+	}
+	return online.Intersect(mask).CPUs(), nil
+}
+
+// lockThread locks the calling goroutine to its OS thread and, when cpu is
+// not -1, pins the thread to that CPU. unlock undoes both.
+func lockThread(cpu int) (unlock func(), err error) {
+	if cpu < 0 {
+		lockOSThread()
+		return unlockOSThread, nil
+	}
+	return affinity.LockAndPin(cpu)
+}
+
+// describe renders a connection's Info with a label, indenting the skip and
+// note lines that bypass.Describe puts under it.
+func describe(label string, addr netip.AddrPort, cpu int, info bypass.Info) string {
+	where := addr.String()
+	if cpu >= 0 {
+		where += fmt.Sprintf(" on cpu %d", cpu)
+	}
+	return fmt.Sprintf("%s %s: %s", label, where, strings.ReplaceAll(bypass.Describe(info), "\n", "\n  "))
+}
+
+// openHlog creates the interval log file named by --hlog.
+func openHlog(name string, pl *plan, start time.Time) (*os.File, *latency.HlogWriter, error) {
+	f, err := os.Create(name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--hlog: %w", err)
+	}
+	lw, err := latency.NewHlogWriter(f, start, fmt.Sprintf("latprobe %s %s, round trips in ns, sizes %v", pl.proto, pl.opts.Backend, pl.sizes))
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("--hlog %s: %w", name, err)
+	}
+	return f, lw, nil
+}

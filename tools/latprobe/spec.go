@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/lowlat/lowlat/containerize"
+)
+
+// cmdSpec prints what a user needs to deploy latprobe with their own
+// tools: a Containerfile and a run command line, or a Kubernetes Pod.
+func cmdSpec(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("spec", flag.ContinueOnError)
+	engine := fs.String("engine", "podman", "podman, docker or kubernetes")
+	var d containerize.Deploy
+	fs.StringVar(&d.Backend, "backend", "kernel", "backend the container is set up for: kernel, busypoll, afxdp, efvi")
+	fs.IntVar(&d.CPUs, "cpus", 1, "whole CPUs for the container")
+	fs.StringVar(&d.CPUSet, "cpuset", "", "pin to these CPUs, such as 2-3 (podman, docker)")
+	fs.StringVar(&d.Hugepages, "hugepages", "", "2 MiB huge page memory to ask for, such as 1Gi")
+	fs.BoolVar(&d.Realtime, "realtime", false, "add CAP_SYS_NICE for pinning and SCHED_FIFO")
+	fs.BoolVar(&d.DMALatency, "dma-latency", false, "pass /dev/cpu_dma_latency through")
+	fs.StringVar(&d.Image, "image", "latprobe:latest", "image name")
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if d.CPUs <= 0 {
+		return usagef("--cpus %d: want a whole number of CPUs, 1 or more", d.CPUs)
+	}
+	switch *engine {
+	case "podman", "docker":
+		line, err := containerize.RunCommand(*engine, d)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		_, err = fmt.Fprintf(stdout, "# Containerfile\n%s\n# build and run\n%s build -t %s -f Containerfile .\n%s\n",
+			containerize.Containerfile(), *engine, d.Image, containerize.ShellQuote(line))
+		return err
+	case "kubernetes":
+		b, err := containerize.PodManifest(d)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		_, err = stdout.Write(b)
+		return err
+	}
+	return usagef("--engine %q: want podman, docker or kubernetes", *engine)
+}
