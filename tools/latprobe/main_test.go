@@ -117,6 +117,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"server", "--count", "3"}, "--count"},
 		{[]string{"server", "--addr", "localhost"}, "--addr"},
 		{[]string{"nosuchcommand"}, "nosuchcommand"},
+		{[]string{"doctor", "--iface", "a/b"}, "--iface"},
 	} {
 		r := runBinary(t, tc.args...)
 		msg := strings.TrimSuffix(r.stderr, "\n")
@@ -417,5 +418,26 @@ func TestClientNoServer(t *testing.T) {
 	r := runBinary(t, "client", "--peer", silent.LocalAddr().String(), "--backend", "kernel", "--timeout", "20ms", "--warmup", "0", "--count", "100000")
 	if r.code != 1 || !strings.Contains(r.stderr, "stopped answering") {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestDoctor: the host check prints a JSON report, and exits 1 only when a
+// check failed.
+func TestDoctor(t *testing.T) {
+	r := runBinary(t, "doctor", "--json")
+	var rep struct {
+		Checks []struct {
+			Name, Status string
+		} `json:"checks"`
+		Summary string `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("doctor --json: %v\n%s", err, r.stdout)
+	}
+	if len(rep.Checks) == 0 {
+		t.Fatal("doctor ran no checks")
+	}
+	if want := map[bool]int{true: 1, false: 0}[rep.Summary == "fail"]; r.code != want {
+		t.Fatalf("summary %s, exit %d: %s", rep.Summary, r.code, r.stderr)
 	}
 }
