@@ -213,3 +213,13 @@ func supported() error {
 }
 
 func trimErr(s string) string { return strings.TrimSpace(s) }
+
+// driverOf names the interface's driver (ETHTOOL_GDRVINFO through fd, a
+// socket in the interface's namespace), or "" when the driver will not say.
+func driverOf(fd int, ifname string) string {
+	info, err := unix.IoctlGetEthtoolDrvinfo(fd, ifname)
+	if err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(info.Driver[:])
+}

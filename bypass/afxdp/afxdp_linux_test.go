@@ -605,3 +605,19 @@ func TestUnresolvableDestination(t *testing.T) {
 		t.Fatalf("err = %v, want a timeout naming the address and interface", err)
 	}
 }
+
+// TestXDPModes: auto prefers generic mode on veth (faster there), and each
+// explicit mode attaches as asked and carries traffic.
+func TestXDPModes(t *testing.T) {
+	p := newPair(t)
+	for _, c := range []struct{ ask, want string }{{"auto", "skb"}, {"drv", "drv"}, {"skb", "skb"}} {
+		srv := listen(t, p.B, backend.Options{XDP: backend.XDPOptions{Mode: c.ask}})
+		if got := srv.Info().XDPMode; got != c.want {
+			t.Fatalf("mode %s attached as %q, want %q", c.ask, got, c.want)
+		}
+		done := echo(srv)
+		pingPong(t, kernelUDP(t, p.A), netip.AddrPortFrom(p.B.Addr, port), 5)
+		srv.Close()
+		<-done
+	}
+}

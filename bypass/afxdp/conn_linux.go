@@ -161,7 +161,7 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 	if c.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		return nil, os.NewSyscallError("eventfd", err)
 	}
-	if c.steer, err = attach(ifi.Index, nq, o.XDP.Mode); err != nil {
+	if c.steer, err = attach(ifi.Index, nq, o.XDP.Mode, driverOf(c.mcast, ifi.Name)); err != nil {
 		return nil, err
 	}
 	for _, q := range queues {

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Measures UDP ping-pong across a veth pair between two network namespaces,
+# both ends pinned and spinning, for each backend in turn, interleaved over
+# several repeats, and prints one JSON line per run and a summary table.
+#
+#   scripts/veth-compare.sh [-r REPEATS] [-n COUNT] [-b "afxdp busypoll"] [-s SIZE]
+#
+# Needs root. Everything it creates (two namespaces and the veth between
+# them, on 10.199.9.0/30, which exists only inside them) is deleted on exit.
+set -euo pipefail
+repeats=5 count=200000 backends="afxdp busypoll" size=64 xdpmode=${XDP_MODE:-auto}
+while getopts r:n:b:s: opt; do
+  case $opt in
+    r) repeats=$OPTARG ;; n) count=$OPTARG ;; b) backends=$OPTARG ;; s) size=$OPTARG ;;
+    *) echo "usage: $0 [-r REPEATS] [-n COUNT] [-b BACKENDS] [-s SIZE]" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "veth-compare: needs root (network namespaces, XDP)" >&2; exit 2; }
+cd "$(dirname "$0")/.."
+work=$(mktemp -d)
+nsa=llcmp-a-$$ nsb=llcmp-b-$$
+cleanup() {
+  ip netns pids "$nsb" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  ip netns pids "$nsa" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  ip netns del "$nsa" 2>/dev/null || true
+  ip netns del "$nsb" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+CGO_ENABLED=0 go build -o "$work/latprobe" ./tools/latprobe
+ip netns add "$nsa"; ip netns add "$nsb"
+ip link add vcmpa netns "$nsa" type veth peer name vcmpb netns "$nsb"
+for side in "a $nsa 10.199.9.1" "b $nsb 10.199.9.2"; do
+  set -- $side
+  ip -n "$2" link set lo up
+  ip -n "$2" addr add "$3/30" dev "vcmp$1"
+  ip -n "$2" link set "vcmp$1" up
+  # Complete UDP checksums on the wire: AF_XDP sees frames as sent.
+  ip netns exec "$2" ethtool -K "vcmp$1" tx off >/dev/null
+done
+xdpflag() { [ "$1" = afxdp ] && echo "--xdp-mode $xdpmode"; true; }
+cpus=$(nproc)
+scpu=$((cpus > 1 ? 1 : 0))
+port=9300
+for r in $(seq 1 "$repeats"); do
+  for b in $backends; do
+    port=$((port + 1))
+    ip netns exec "$nsb" "$work/latprobe" server --backend "$b" $(xdpflag "$b") --iface vcmpb --addr "10.199.9.2:$port" \
+      --cpu "$scpu" --wait spin >"$work/server.log" 2>&1 &
+    spid=$!
+    sleep 0.5
+    ip netns exec "$nsa" "$work/latprobe" client --backend "$b" $(xdpflag "$b") --iface vcmpa --addr "10.199.9.1:$((port + 1000))" \
+      --peer "10.199.9.2:$port" --cpu 0 --wait spin --count "$count" --warmup 10000 --size "$size" --json \
+      >"$work/client.json" 2>"$work/client.err" || { cat "$work/client.err" "$work/server.log" >&2; exit 1; }
+    kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null || true
+    echo "repeat=$r $(cat "$work/client.json")"
+  done
+done
