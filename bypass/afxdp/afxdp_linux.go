@@ -10,7 +10,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/bypass/backend"
@@ -113,17 +112,6 @@ func hasCap(c int) bool {
 		return false
 	}
 	return data[c/32].Effective&(1<<(uint(c)%32)) != 0
-}
-
-// rxQueues asks the kernel how many receive queues the interface has. It
-// uses netlink rather than sysfs, whose view belongs to the mount namespace
-// and can disagree with the thread's network namespace.
-func rxQueues(h *netlink.Handle, ifindex int) (int, error) {
-	l, err := h.LinkByIndex(ifindex)
-	if err != nil {
-		return 0, fmt.Errorf("queues of interface %d: %w", ifindex, err)
-	}
-	return max(l.Attrs().NumRxQueues, 1), nil
 }
 
 // interfaceFor finds the interface that owns a local address.

@@ -3,6 +3,7 @@
 package afxdp
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -14,11 +15,11 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/internal/frame"
+	"github.com/lowlat/lowlat/bypass/internal/nexthop"
 	"github.com/lowlat/lowlat/internal/priv"
 )
 
@@ -52,7 +53,7 @@ type Conn struct {
 
 	st counters
 
-	nl      *netlink.Handle // route and neighbour lookups in the creator's namespace
+	res     *nexthop.Resolver // route and neighbour lookups in the creator's namespace
 	mu      sync.Mutex      // guards joins and the kernel membership socket
 	mcast   int             // kernel UDP socket holding IGMP memberships, or -1
 	groups  []netip.Addr
@@ -100,15 +101,18 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 	if err := fitMemlock(&cfg, o.XDP.NumFrames != 0, &notes); err != nil {
 		return nil, err
 	}
-	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	// Netlink sockets belong to the namespace they are opened in: open the
+	// resolver now, so that next-hop lookups from any thread see this one.
+	res, err := nexthop.NewResolver()
 	if err != nil {
-		return nil, fmt.Errorf("open netlink: %w", err)
-	}
-	nq, err := rxQueues(nl, ifi.Index)
-	if err != nil {
-		nl.Close()
 		return nil, err
 	}
+	desc, err := res.Local(ifi.Name)
+	if err != nil {
+		res.Close()
+		return nil, err
+	}
+	nq := max(desc.NumRxQueues, 1)
 	var queues []int
 	switch {
 	case o.Queue < 0:
@@ -142,7 +146,7 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 		spin:   o.Wait != backend.WaitBlock,
 		mcast:  -1,
 		wake:   -1,
-		nl:     nl,
+		res:    res,
 	}
 	copy(c.mac[:], ifi.HardwareAddr)
 	c.resolve = c.resolveSlow
@@ -533,10 +537,21 @@ func (c *Conn) flush() error {
 	return nil
 }
 
+// resolveTimeout bounds how long the first send to a new destination waits
+// for the kernel to resolve its next hop.
+const resolveTimeout = 3 * time.Second
+
 // resolveSlow finds the next hop's MAC for a destination through the
-// kernel's tables; it runs once per destination, not per message.
+// kernel's route and neighbour tables, starting ARP when the kernel has no
+// entry; it runs once per destination, not per message.
 func (c *Conn) resolveSlow(dst netip.Addr) (frame.MAC, error) {
-	return resolveNextHop(c.nl, c.mcast, c.ifi, dst)
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	hop, err := c.res.Resolve(ctx, c.ifi.Name, dst)
+	if err != nil {
+		return frame.MAC{}, err
+	}
+	return frame.MAC(hop.DstMAC), nil
 }
 
 // SetReadTimeout bounds each read; zero waits forever.
@@ -640,8 +655,8 @@ func (c *Conn) Close() error {
 	if c.mcast >= 0 {
 		unix.Close(c.mcast)
 	}
-	if c.nl != nil {
-		c.nl.Close()
+	if c.res != nil {
+		c.res.Close()
 	}
 	return errors.Join(errs...)
 }

@@ -9,11 +9,11 @@ import (
 	"net/netip"
 	"os"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/internal/frame"
+	"github.com/lowlat/lowlat/bypass/internal/nexthop"
 )
 
 // Packet memory layout: bufSize-byte buffers, the receive ones first.
@@ -161,12 +161,11 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ backend.PacketConn, err 
 	if err := unix.Bind(ks, &unix.SockaddrInet4{Port: int(laddr.Port()), Addr: laddr.Addr().As4()}); err != nil {
 		return nil, fmt.Errorf("reserve udp port %v: %w", laddr, os.NewSyscallError("bind", err))
 	}
-	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	res, err := nexthop.NewResolver()
 	if err != nil {
-		return nil, fmt.Errorf("open netlink: %w", err)
+		return nil, err
 	}
-	undo = append(undo, func() error { nl.Delete(); return nil })
-	hop := &kernelHop{nl: nl, ifi: ifi, probe: ks}
+	undo = append(undo, res.Close)
 
 	mac, err := rxq.mac()
 	if err != nil {
@@ -209,7 +208,7 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ backend.PacketConn, err 
 			Backend: "efvi", Wait: backend.WaitSpin, Interface: ifi.Name, Queue: -1,
 			Notes: notes, Skipped: o.Skipped,
 		},
-		undo: undo, join: join, resolve: hop.resolve,
+		undo: undo, join: join, resolve: kernelResolve(res, ifi.Name),
 	})
 	if err != nil {
 		return nil, err

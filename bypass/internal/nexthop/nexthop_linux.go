@@ -15,12 +15,70 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Resolver looks up interfaces and next hops in the network namespace it
+// was created in, whichever thread later calls it: a network namespace is a
+// property of a thread, and a netlink socket stays in the namespace it was
+// opened in. A backend makes one while it sets up (inside the namespace it
+// serves) and uses it from its writer goroutine. A Resolver is safe for use
+// by one goroutine at a time.
+type Resolver struct {
+	h     *netlink.Handle
+	probe int // UDP socket in the same namespace, for the datagram that starts ARP
+}
+
+// NewResolver opens a netlink socket and a UDP socket in the calling
+// thread's network namespace.
+func NewResolver() (*Resolver, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink route socket: %w", err)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		h.Close()
+		return nil, os.NewSyscallError("socket", err)
+	}
+	return &Resolver{h: h, probe: fd}, nil
+}
+
+// Close releases the resolver's sockets.
+func (r *Resolver) Close() error {
+	r.h.Close()
+	return unix.Close(r.probe)
+}
+
+// with runs fn on a resolver opened for this one call.
+func with[T any](fn func(*Resolver) (T, error)) (T, error) {
+	r, err := NewResolver()
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	defer r.Close()
+	return fn(r)
+}
+
+// Local is Resolver.Local in the calling thread's namespace.
+func Local(ifname string) (Interface, error) {
+	return with(func(r *Resolver) (Interface, error) { return r.Local(ifname) })
+}
+
+// InterfaceFor is Resolver.InterfaceFor in the calling thread's namespace.
+func InterfaceFor(addr netip.Addr) (string, error) {
+	return with(func(r *Resolver) (string, error) { return r.InterfaceFor(addr) })
+}
+
+// Resolve is Resolver.Resolve in the calling thread's namespace.
+func Resolve(ctx context.Context, ifname string, dst netip.Addr) (Hop, error) {
+	return with(func(r *Resolver) (Hop, error) { return r.Resolve(ctx, ifname, dst) })
+}
+
 // Local describes the interface named ifname, as `ip -d addr show dev
 // IFNAME` would (RTM_GETLINK, RTM_GETADDR). A missing interface gives an
 // error wrapping ErrNotFound. An interface that is down gives an error
 // wrapping ErrDown, together with its filled-in description.
-func Local(ifname string) (Interface, error) {
-	link, err := netlink.LinkByName(ifname)
+func (r *Resolver) Local(ifname string) (Interface, error) {
+	link, err := r.h.LinkByName(ifname)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
@@ -28,10 +86,10 @@ func Local(ifname string) (Interface, error) {
 		}
 		return Interface{}, fmt.Errorf("interface %s: netlink RTM_GETLINK: %w", ifname, err)
 	}
-	return describe(link)
+	return r.describe(link)
 }
 
-func describe(link netlink.Link) (Interface, error) {
+func (r *Resolver) describe(link netlink.Link) (Interface, error) {
 	a := link.Attrs()
 	ifc := Interface{
 		Name:        a.Name,
@@ -41,7 +99,7 @@ func describe(link netlink.Link) (Interface, error) {
 		NumRxQueues: a.NumRxQueues,
 		NumTxQueues: a.NumTxQueues,
 	}
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := r.h.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
 		return ifc, fmt.Errorf("interface %s: netlink RTM_GETADDR: %w", a.Name, err)
 	}
@@ -71,7 +129,7 @@ func describe(link netlink.Link) (Interface, error) {
 
 // InterfaceFor returns the name of the interface that carries the local IPv4
 // address addr, as `ip -o addr show to ADDR` would (RTM_GETADDR).
-func InterfaceFor(addr netip.Addr) (string, error) {
+func (r *Resolver) InterfaceFor(addr netip.Addr) (string, error) {
 	addr = addr.Unmap()
 	if !addr.Is4() {
 		return "", fmt.Errorf("address %s: %w", addr, ErrNotIPv4)
@@ -79,7 +137,7 @@ func InterfaceFor(addr netip.Addr) (string, error) {
 	if addr.IsUnspecified() {
 		return "", fmt.Errorf("address %s is on every interface: name the interface", addr)
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := r.h.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return "", fmt.Errorf("address %s: netlink RTM_GETADDR: %w", addr, err)
 	}
@@ -88,7 +146,7 @@ func InterfaceFor(addr netip.Addr) (string, error) {
 			continue
 		}
 		if ip, ok := netip.AddrFromSlice(ad.IP.To4()); ok && ip == addr {
-			link, err := netlink.LinkByIndex(ad.LinkIndex)
+			link, err := r.h.LinkByIndex(ad.LinkIndex)
 			if err != nil {
 				return "", fmt.Errorf("address %s: interface index %d: netlink RTM_GETLINK: %w", addr, ad.LinkIndex, err)
 			}
@@ -121,7 +179,7 @@ func InterfaceFor(addr netip.Addr) (string, error) {
 // drops it or answers with an ICMP port unreachable. A timeout gives an error
 // that names the address and interface and wraps ErrUnresolved and the
 // context's error.
-func Resolve(ctx context.Context, ifname string, dst netip.Addr) (Hop, error) {
+func (r *Resolver) Resolve(ctx context.Context, ifname string, dst netip.Addr) (Hop, error) {
 	dst = dst.Unmap()
 	if !dst.Is4() {
 		return Hop{}, fmt.Errorf("resolve %s on %s: %w", dst, ifname, ErrNotIPv4)
@@ -131,7 +189,7 @@ func Resolve(ctx context.Context, ifname string, dst netip.Addr) (Hop, error) {
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
 		defer cancel()
 	}
-	ifc, err := Local(ifname)
+	ifc, err := r.Local(ifname)
 	if err != nil {
 		return Hop{}, err
 	}
@@ -146,8 +204,8 @@ func Resolve(ctx context.Context, ifname string, dst netip.Addr) (Hop, error) {
 		return Hop{}, fmt.Errorf("resolve %s on %s: not a destination", dst, ifname)
 	}
 	if dst.IsMulticast() || dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		if r, err := routeGet(dst, ifc.Index, false); err == nil && r.Src != nil {
-			hop.SrcIP = addrOf(r.Src)
+		if rt, err := r.routeGet(dst, ifc.Index, false); err == nil && rt.Src != nil {
+			hop.SrcIP = addrOf(rt.Src)
 		}
 		hop.DstMAC = broadcastMAC
 		if dst.IsMulticast() {
@@ -158,50 +216,50 @@ func Resolve(ctx context.Context, ifname string, dst netip.Addr) (Hop, error) {
 
 	// Without oif first: an address of this host is local whichever
 	// interface carries it.
-	plain, plainErr := routeGet(dst, 0, false)
+	plain, plainErr := r.routeGet(dst, 0, false)
 	if plainErr == nil && plain.Type == unix.RTN_LOCAL {
 		return Hop{}, fmt.Errorf("resolve %s on %s: %w", dst, ifname, ErrLocal)
 	}
-	if _, err := routeGet(dst, ifc.Index, true); err != nil {
+	if _, err := r.routeGet(dst, ifc.Index, true); err != nil {
 		via := ""
 		if plainErr == nil {
-			if l, err := netlink.LinkByIndex(plain.LinkIndex); err == nil {
+			if l, err := r.h.LinkByIndex(plain.LinkIndex); err == nil {
 				via = " (the kernel routes it via " + l.Attrs().Name + ")"
 			}
 		}
 		return Hop{}, fmt.Errorf("resolve %s on %s: %w%s: %w", dst, ifname, ErrNoRoute, via, err)
 	}
-	r, err := routeGet(dst, ifc.Index, false)
+	rt, err := r.routeGet(dst, ifc.Index, false)
 	if err != nil {
 		return Hop{}, fmt.Errorf("resolve %s on %s: %w", dst, ifname, err)
 	}
-	switch r.Type {
+	switch rt.Type {
 	case unix.RTN_LOCAL:
 		return Hop{}, fmt.Errorf("resolve %s on %s: %w", dst, ifname, ErrLocal)
 	case unix.RTN_BROADCAST:
 		hop.DstMAC = broadcastMAC
-		if r.Src != nil {
-			hop.SrcIP = addrOf(r.Src)
+		if rt.Src != nil {
+			hop.SrcIP = addrOf(rt.Src)
 		}
 		return hop, nil
 	case unix.RTN_UNICAST:
 	default:
-		return Hop{}, fmt.Errorf("resolve %s on %s: %w (route type %d)", dst, ifname, ErrNoRoute, r.Type)
+		return Hop{}, fmt.Errorf("resolve %s on %s: %w (route type %d)", dst, ifname, ErrNoRoute, rt.Type)
 	}
-	if r.LinkIndex != ifc.Index {
-		return Hop{}, fmt.Errorf("resolve %s on %s: %w (route leaves through interface index %d)", dst, ifname, ErrNoRoute, r.LinkIndex)
+	if rt.LinkIndex != ifc.Index {
+		return Hop{}, fmt.Errorf("resolve %s on %s: %w (route leaves through interface index %d)", dst, ifname, ErrNoRoute, rt.LinkIndex)
 	}
-	if r.Src != nil {
-		hop.SrcIP = addrOf(r.Src)
+	if rt.Src != nil {
+		hop.SrcIP = addrOf(rt.Src)
 	}
 	target := dst
 	what := dst.String()
-	if r.Gw != nil {
-		hop.Gateway = addrOf(r.Gw)
+	if rt.Gw != nil {
+		hop.Gateway = addrOf(rt.Gw)
 		target = hop.Gateway
 		what = "gateway " + target.String() + " (for " + dst.String() + ")"
 	}
-	mac, err := neighbour(ctx, ifc, target)
+	mac, err := r.neighbour(ctx, ifc, target)
 	if err != nil {
 		return Hop{}, fmt.Errorf("resolve %s on %s: %w", what, ifname, err)
 	}
@@ -210,12 +268,12 @@ func Resolve(ctx context.Context, ifname string, dst netip.Addr) (Hop, error) {
 }
 
 // routeGet is `ip route get [fibmatch] DST [oif IF]` (RTM_GETROUTE).
-func routeGet(dst netip.Addr, oif int, fibMatch bool) (netlink.Route, error) {
+func (r *Resolver) routeGet(dst netip.Addr, oif int, fibMatch bool) (netlink.Route, error) {
 	op := "netlink RTM_GETROUTE"
 	if fibMatch {
 		op += " (fibmatch)"
 	}
-	routes, err := netlink.RouteGetWithOptions(net.IP(dst.AsSlice()), &netlink.RouteGetOptions{
+	routes, err := r.h.RouteGetWithOptions(net.IP(dst.AsSlice()), &netlink.RouteGetOptions{
 		OifIndex: oif,
 		FIBMatch: fibMatch,
 	})
@@ -247,14 +305,14 @@ const (
 
 // neighbour returns the MAC of target on ifc, making the kernel resolve it
 // when the table has no usable entry.
-func neighbour(ctx context.Context, ifc Interface, target netip.Addr) (net.HardwareAddr, error) {
+func (r *Resolver) neighbour(ctx context.Context, ifc Interface, target netip.Addr) (net.HardwareAddr, error) {
 	start := time.Now()
 	var lastProbe time.Time
 	var probeErr error
 	state := -1 // no entry
 	delay := pollFirst
 	for {
-		n, found, err := lookupNeigh(ifc.Index, target)
+		n, found, err := r.lookupNeigh(ifc.Index, target)
 		if err != nil {
 			return nil, err
 		}
@@ -266,7 +324,7 @@ func neighbour(ctx context.Context, ifc Interface, target netip.Addr) (net.Hardw
 		}
 		if time.Since(lastProbe) >= probeInterval {
 			lastProbe = time.Now()
-			probeErr = probe(ifc.Name, target)
+			probeErr = r.sendProbe(ifc.Name, target)
 		}
 
 		t := time.NewTimer(delay)
@@ -303,8 +361,8 @@ func (e *unresolvedError) Unwrap() []error {
 }
 
 // lookupNeigh is `ip neigh show dev IF` (RTM_GETNEIGH) filtered to target.
-func lookupNeigh(ifindex int, target netip.Addr) (netlink.Neigh, bool, error) {
-	neighs, err := netlink.NeighList(ifindex, netlink.FAMILY_V4)
+func (r *Resolver) lookupNeigh(ifindex int, target netip.Addr) (netlink.Neigh, bool, error) {
+	neighs, err := r.h.NeighList(ifindex, netlink.FAMILY_V4)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return netlink.Neigh{}, false, fmt.Errorf("netlink RTM_GETNEIGH: %w", err)
 	}
@@ -316,21 +374,17 @@ func lookupNeigh(ifindex int, target netip.Addr) (netlink.Neigh, bool, error) {
 	return netlink.Neigh{}, false, nil
 }
 
-// probe sends one byte to UDP port 9 of target from a socket bound to
+// sendProbe sends one byte to UDP port 9 of target from a socket bound to
 // ifname, which makes the kernel resolve target's MAC; the shell equivalent
 // is `echo -n x | socat - UDP4-SENDTO:TARGET:9,so-bindtodevice=IFNAME`.
-func probe(ifname string, target netip.Addr) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return os.NewSyscallError("socket", err)
-	}
-	defer unix.Close(fd)
+func (r *Resolver) sendProbe(ifname string, target netip.Addr) error {
+	fd := r.probe
 	if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname); err != nil {
 		return os.NewSyscallError("setsockopt SO_BINDTODEVICE", err)
 	}
 	// A queued datagram waiting for ARP counts as sent; EAGAIN (the
 	// neighbour's queue is full) still means ARP is under way.
-	err = unix.Sendto(fd, []byte{'x'}, 0, &unix.SockaddrInet4{Port: 9, Addr: target.As4()})
+	err := unix.Sendto(fd, []byte{'x'}, 0, &unix.SockaddrInet4{Port: 9, Addr: target.As4()})
 	if err != nil && !errors.Is(err, unix.EAGAIN) {
 		return os.NewSyscallError("sendto", err)
 	}

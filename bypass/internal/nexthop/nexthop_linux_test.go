@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/lowlat/lowlat/internal/testnet"
 )
 
 func TestErrorsWithoutNamespaces(t *testing.T) {
@@ -366,4 +368,36 @@ func TestUnprivilegedChild(t *testing.T) {
 		t.Fatalf("Resolve(%s) = %+v", addrB, hop)
 	}
 	t.Logf("resolved as uid %d: %s is at %s", os.Geteuid(), addrB, hop.DstMAC)
+}
+
+// TestResolverKeepsItsNamespace makes a Resolver inside a namespace and
+// uses it from a goroutine in the host's namespace, as a backend's writer
+// does: lookups must still see the namespace's links and neighbours.
+func TestResolverKeepsItsNamespace(t *testing.T) {
+	p := testnet.NewPair(t, testnet.Config{})
+	var r *Resolver
+	if err := p.A.Do(func() (err error) {
+		r, err = NewResolver()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// This goroutine is in the host namespace, where p.A.Link does not exist.
+	if _, err := Local(p.A.Link); err == nil {
+		t.Fatalf("%s visible from the host namespace: the test cannot tell namespaces apart", p.A.Link)
+	}
+	ifc, err := r.Local(p.A.Link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	hop, err := r.Resolve(ctx, ifc.Name, p.B.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hop.DstMAC.String() != p.B.MAC.String() {
+		t.Fatalf("resolved %v to %v, want %v", p.B.Addr, hop.DstMAC, p.B.MAC)
+	}
 }
