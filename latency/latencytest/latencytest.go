@@ -158,6 +158,14 @@ func BenchStream(b *testing.B, server, client bypass.Stream) {
 	bench(b, latency.StreamTransport(client))
 }
 
+// BenchTransport is the client half of BenchPacket for a transport whose
+// echo server the caller runs (for example one that is not a bypass
+// connection).
+func BenchTransport(b *testing.B, tr latency.Transport) {
+	b.Helper()
+	bench(b, tr)
+}
+
 func bench(b *testing.B, tr latency.Transport) {
 	b.Helper()
 	NoGC(b)

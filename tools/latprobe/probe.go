@@ -62,16 +62,16 @@ func newProbe(name string, r role) *probe {
 	switch r {
 	case roleServer:
 		fs.StringVar(&p.addr, "addr", defaultServerAddr, "address to listen on")
-		fs.IntVar(&p.cpu, "cpu", -1, "pin the serving thread to this CPU")
+		fs.IntVar(&p.cpu, "cpu", -1, "pin the serving thread to this CPU; -1 leaves it unpinned")
 		fs.DurationVar(&p.duration, "duration", 0, "stop after this long (default: run until interrupted)")
 		return p
 	case roleRun:
 		fs.StringVar(&p.addr, "addr", defaultRunAddr, "address the echo server listens on; the client binds the same IP")
-		fs.IntVar(&p.cpu, "cpu", -1, "pin the measuring thread to this CPU (default: the last CPU; the server gets another)")
+		fs.IntVar(&p.cpu, "cpu", -1, "pin the measuring thread to this CPU; -1 picks the last CPU and gives the server another")
 	case roleClient:
 		fs.StringVar(&p.addr, "addr", "", "local UDP address to bind (default: any)")
 		fs.StringVar(&p.peer, "peer", "", "the server's HOST:PORT (required)")
-		fs.IntVar(&p.cpu, "cpu", -1, "pin the measuring thread to this CPU")
+		fs.IntVar(&p.cpu, "cpu", -1, "pin the measuring thread to this CPU; -1 leaves it unpinned")
 	}
 	fs.IntVar(&p.count, "count", 0, "measure this many round trips (instead of --duration)")
 	fs.DurationVar(&p.duration, "duration", defaultDuration, "measure for this long, per message size")
