@@ -308,7 +308,7 @@ func TestLossDuplicateLateForeign(t *testing.T) {
 
 	// No warm-up, so that the stranger's message lands in the measured phase.
 	cfg := latency.Config{Count: 50, Duration: 20 * time.Second, Timeout: 500 * time.Millisecond}
-	start := time.Now()
+	// A stalled client would hit the 20 s bound with fewer than 50 sent.
 	r, err := runClient(t, latency.PacketTransport(client, server.LocalAddr()), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -320,10 +320,6 @@ func TestLossDuplicateLateForeign(t *testing.T) {
 	}
 	if r.Hist.TotalCount() != 48 {
 		t.Fatalf("%d samples, want 48", r.Hist.TotalCount())
-	}
-	// Two timeouts of 500 ms: the run must not have waited for much more.
-	if el := time.Since(start); el > 15*time.Second {
-		t.Fatalf("run took %v: a lost reply stalled it", el)
 	}
 }
 
