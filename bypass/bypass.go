@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"syscall"
 
 	"github.com/lowlat/lowlat/bypass/afxdp"
 	"github.com/lowlat/lowlat/bypass/backend"
@@ -95,6 +96,10 @@ func ListenUDP(laddr netip.AddrPort, o Options) (PacketConn, error) {
 		if err == nil {
 			return c, nil
 		}
+		if addressError(err) {
+			// Every backend would fail the same way: say so once.
+			return nil, err
+		}
 		skipped = append(skipped, Skip{Backend: b.Name(), Reason: err})
 	}
 	return nil, fmt.Errorf("listen udp %v: no backend works: %w", laddr, joinSkips(skipped))
@@ -146,10 +151,16 @@ func streamBackend(o Options) (backend.StreamBackend, []Skip, error) {
 	return nil, nil, fmt.Errorf("backend %q: unknown", o.Backend)
 }
 
+// addressError reports errors about the address itself, which no other
+// backend can get around: the port is taken, or the address is not local.
+func addressError(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL)
+}
+
 func joinSkips(s []Skip) error {
 	var errs []error
 	for _, k := range s {
-		errs = append(errs, fmt.Errorf("%s: %w", k.Backend, k.Reason))
+		errs = append(errs, errors.New(k.String()))
 	}
 	return errors.Join(errs...)
 }

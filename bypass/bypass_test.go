@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -110,5 +111,31 @@ func TestOptionsFromEnv(t *testing.T) {
 	}
 	if !strings.Contains(bypass.EnvHelp(), "LOWLAT_XDP_MODE") {
 		t.Fatal("EnvHelp misses a variable")
+	}
+}
+
+func TestAutoStopsOnAddressErrors(t *testing.T) {
+	taken, err := bypass.ListenUDP(loopback, bypass.Options{Backend: "kernel"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	_, err = bypass.ListenUDP(taken.LocalAddr(), bypass.Options{})
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("auto on a taken port: %v, want EADDRINUSE", err)
+	}
+	if strings.Count(err.Error(), "address already in use") != 1 {
+		t.Fatalf("the error repeats itself: %v", err)
+	}
+}
+
+func TestSkipNamesBackendOnce(t *testing.T) {
+	s := bypass.Skip{Backend: "afxdp", Reason: errors.New("afxdp: listen udp 1.2.3.4:5: no interface")}
+	if got := s.String(); strings.Count(got, "afxdp:") != 1 {
+		t.Fatalf("Skip.String() = %q", got)
+	}
+	s.Reason = errors.New("no driver")
+	if got := s.String(); got != "afxdp: no driver" {
+		t.Fatalf("Skip.String() = %q", got)
 	}
 }

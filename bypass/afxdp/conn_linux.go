@@ -54,8 +54,8 @@ type Conn struct {
 	st counters
 
 	res     *nexthop.Resolver // route and neighbour lookups in the creator's namespace
-	mu      sync.Mutex      // guards joins and the kernel membership socket
-	mcast   int             // kernel UDP socket holding IGMP memberships, or -1
+	mu      sync.Mutex        // guards joins and the kernel membership socket
+	mcast   int               // kernel UDP socket holding IGMP memberships, or -1
 	groups  []netip.Addr
 	resolve func(netip.Addr) (frame.MAC, error)
 }

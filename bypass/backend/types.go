@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -101,7 +102,15 @@ type Skip struct {
 	Reason  error
 }
 
-func (s Skip) String() string { return s.Backend + ": " + s.Reason.Error() }
+// String is "backend: reason", without repeating the name when the
+// backend's own error already starts with it.
+func (s Skip) String() string {
+	r := s.Reason.Error()
+	if strings.HasPrefix(r, s.Backend+": ") {
+		return r
+	}
+	return s.Backend + ": " + r
+}
 
 // Info describes an open connection.
 type Info struct {

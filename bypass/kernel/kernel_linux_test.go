@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -240,4 +241,30 @@ func BenchmarkUDPRoundTrip(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkGCWhileSpinning runs a garbage collection per op while another
+// goroutine spins on an empty busypoll socket. The spin loop's preemption
+// point is what lets each collection stop the spinner; without it a
+// collection waits until asynchronous preemption happens to land outside
+// the system call, tens of milliseconds to seconds.
+func BenchmarkGCWhileSpinning(b *testing.B) {
+	c := open(b, modes[2])
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64)
+		for {
+			if _, _, err := c.ReadFrom(buf); errors.Is(err, backend.ErrClosed) {
+				return
+			}
+		}
+	}()
+	c.SetReadTimeout(0)
+	for b.Loop() {
+		runtime.GC()
+	}
+	b.StopTimer()
+	c.Close()
+	<-done
 }

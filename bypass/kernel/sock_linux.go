@@ -3,6 +3,7 @@
 package kernel
 
 import (
+	"errors"
 	"os"
 	"sync/atomic"
 	"syscall"
@@ -19,8 +20,37 @@ type sock struct {
 	fd      int
 	spin    bool
 	closed  atomic.Bool
+	active  atomic.Int32 // calls using fd; close waits for them before close(2)
 	timeout atomic.Int64 // read timeout in nanoseconds; 0 waits forever
 }
+
+// enter admits a call on fd unless the socket is closed. Close waits until
+// every admitted call has left before it releases the descriptor, so a
+// reader can never reach a descriptor number that was closed and reused.
+func (s *sock) enter() bool {
+	s.active.Add(1)
+	if s.closed.Load() {
+		s.active.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *sock) exit() { s.active.Add(-1) }
+
+// preemptPoint gives the Go scheduler a place to stop a spinning goroutine.
+// A spin loop spends nearly all its time inside RawSyscall6, where the
+// runtime's asynchronous preemption cannot stop it, so without this a
+// spinning reader would hold up every stop-the-world (garbage collection
+// among them) for as long as it spins. The call is not inlined and its
+// callee makes it a non-leaf, so it keeps the stack-bound check in its
+// prologue: the check that a pending preemption request trips.
+//
+//go:noinline
+func preemptPoint() { preemptLeaf() }
+
+//go:noinline
+func preemptLeaf() {}
 
 // call issues one socket system call whose fourth argument is the flags
 // word (recvfrom, recvmmsg, sendto, sendmmsg all have that shape) and waits
@@ -28,6 +58,10 @@ type sock struct {
 // kernel. Pointer arguments stay unsafe.Pointer until the syscall expression
 // so that the runtime keeps them valid.
 func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4 unsafe.Pointer, a5 uintptr, read bool) (uintptr, syscall.Errno) {
+	if !s.enter() {
+		return 0, unix.EBADF
+	}
+	defer s.exit()
 	if !s.spin {
 		for {
 			r, _, e := syscall.Syscall6(trap, uintptr(s.fd), uintptr(p1), n, flags, uintptr(p4), a5)
@@ -53,6 +87,7 @@ func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4 unsafe
 		if s.closed.Load() {
 			return 0, unix.EBADF
 		}
+		preemptPoint()
 		if spins&63 != 0 {
 			continue
 		}
@@ -111,14 +146,25 @@ func (s *sock) close() error {
 	if s.closed.Swap(true) {
 		return backend.ErrClosed
 	}
-	// shutdown wakes a reader blocked in recv (it returns 0); on an
-	// unconnected UDP socket it reports ENOTCONN but still wakes.
+	// shutdown wakes a reader blocked in recv (it returns 0) or accept; on
+	// an unconnected UDP socket it reports ENOTCONN but still wakes.
 	_ = unix.Shutdown(s.fd, unix.SHUT_RDWR)
+	for deadline := time.Now().Add(closeWait); s.active.Load() != 0; {
+		if time.Now().After(deadline) {
+			// Closing under a live call could hand it a reused
+			// descriptor: leak the descriptor instead.
+			return errors.New("close: a call on the socket did not return; descriptor left open")
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
 	if err := unix.Close(s.fd); err != nil {
 		return os.NewSyscallError("close", err)
 	}
 	return nil
 }
+
+// closeWait bounds how long close waits for calls in flight to return.
+const closeWait = 5 * time.Second
 
 func newSocket(family, typ int, spin bool) (int, error) {
 	flags := typ | unix.SOCK_CLOEXEC
