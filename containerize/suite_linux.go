@@ -382,8 +382,8 @@ func freeUDPPort() (int, error) {
 func skipReason(err error) string {
 	msg := err.Error()
 	if strings.Contains(msg, "prohibited for !root") {
-		return "the kernel's verifier rejects the XDP program without CAP_PERFMON; the container has only " +
-			"CAP_BPF, CAP_IPC_LOCK, CAP_NET_ADMIN, CAP_NET_RAW (see docs/containers.md)"
+		return "the kernel's verifier rejects the XDP program for lack of CAP_PERFMON: this latprobe predates the steering " +
+			"program that loads with CAP_BPF alone; rebuild it"
 	}
 	return msg
 }
