@@ -86,7 +86,7 @@ func (s *EchoServer) countGarbage(err error) {
 	switch err {
 	case ErrEmpty:
 		k = kindEmpty
-	case ErrShort:
+	case ErrShort, ErrSockperfShort:
 		k = kindShort
 	case ErrMagic:
 		k = kindMagic

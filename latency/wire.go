@@ -165,9 +165,10 @@ func (lowlatWire) Answer(b []byte) ([]byte, error) {
 }
 
 // wires lists the formats WireByName knows.
-var wires = []Wire{Lowlat}
+var wires = []Wire{Lowlat, Sockperf, Auto}
 
-// WireByName returns the wire format with the given name ("lowlat").
+// WireByName returns the wire format with the given name ("lowlat",
+// "sockperf", "auto").
 func WireByName(name string) (Wire, error) {
 	for _, w := range wires {
 		if w.Name() == name {

@@ -1,0 +1,39 @@
+package latency
+
+import "time"
+
+// ClockCost is what the measuring clock itself costs: the floor under every
+// round trip a Client records.
+type ClockCost struct {
+	// ReadNS is the mean time one Clock.Now takes, in nanoseconds.
+	ReadNS float64
+	// ResolutionNS is the smallest step between two readings that differ:
+	// no interval shorter than this can be told apart from zero.
+	ResolutionNS int64
+}
+
+// clockSamples is how many readings MeasureClock takes: about a
+// millisecond on a vDSO clock.
+const clockSamples = 1 << 15
+
+// MeasureClock reads the clock clockSamples times back to back and returns
+// the mean cost of one reading and the smallest non-zero step seen.
+func MeasureClock() ClockCost {
+	c := NewClock()
+	// Warm the vDSO page and the branch predictors first.
+	for range 1024 {
+		c.Now()
+	}
+	res := int64(0)
+	start := time.Now()
+	prev := c.Now()
+	for range clockSamples {
+		now := c.Now()
+		if d := now - prev; d > 0 && (res == 0 || d < res) {
+			res = d
+		}
+		prev = now
+	}
+	elapsed := time.Since(start)
+	return ClockCost{ReadNS: float64(elapsed.Nanoseconds()) / float64(clockSamples+1), ResolutionNS: res}
+}

@@ -1,0 +1,137 @@
+package latency
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Fixed-rate sending and coordinated omission.
+//
+// A ping-pong client that sends its next request only when the last reply
+// is in coordinates with the server: while the server stalls, the client
+// sends nothing, so the stall shows up as one slow sample where a steady
+// stream of requests would have seen many. At a fixed rate every request
+// has a slot, start + i/rate. RunAtRate waits for each slot, and when a
+// reply comes back later than the next slot, the requests whose slots
+// passed meanwhile are skipped; the corrected histogram records, for each
+// of them, what it would have seen (the round trip less the slots it was
+// late by), as HdrHistogram's RecordCorrectedValue does. The raw histogram
+// holds only what was measured.
+
+// PacedResult is what RunAtRate measured: the raw round trips in the
+// embedded Result, and the same run corrected for coordinated omission.
+type PacedResult struct {
+	*Result
+	// Corrected is Hist with the requests that a late reply kept from
+	// being sent added back, as RecordCorrectedValue adds them.
+	Corrected *hdrhistogram.Histogram
+	// MPS is the rate asked for; Skipped counts slots that passed while a
+	// reply was outstanding (each is one corrected value).
+	MPS     int
+	Skipped uint64
+}
+
+// spinBelow is how close to a slot RunAtRate stops sleeping and spins on
+// the clock instead: a sleep overshoots by tens of microseconds.
+const spinBelow = 200 * time.Microsecond
+
+// RunAtRate is Run at a fixed rate of mps requests per second: warm-up
+// round trips as fast as they come, then one request per slot until
+// Config.Count requests were sent or Config.Duration passed. Call it once
+// per Client, instead of Run.
+func (c *Client) RunAtRate(ctx context.Context, mps int) (*PacedResult, error) {
+	if mps <= 0 {
+		return nil, fmt.Errorf("rate %d: want at least one message per second", mps)
+	}
+	interval := int64(time.Second) / int64(mps)
+	if interval < 1 {
+		interval = 1
+	}
+	done := ctx.Done()
+	stopped := func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}
+	pr := &PacedResult{Corrected: NewHistogram(), MPS: mps}
+	for i := 0; i < c.cfg.Warmup; i++ {
+		if i&63 == 0 && stopped() {
+			pr.Result = c.result(c.clk.Now(), c.clk.Now())
+			return pr, ctx.Err()
+		}
+		if _, err := c.roundTrip(false); err != nil && err != ErrLost {
+			pr.Result = c.result(c.clk.Now(), c.clk.Now())
+			return pr, fmt.Errorf("warm-up: %w", c.explain(err))
+		}
+	}
+	c.ctr = Counters{Warmup: c.ctr.Received}
+
+	start := c.clk.Now()
+	c.now = start
+	c.ivlStart = start
+	count := uint64(c.cfg.Count)
+	dur := int64(c.cfg.Duration)
+	next := start
+	var err error
+	for i := uint64(0); ; i++ {
+		if count > 0 && c.ctr.Sent >= count {
+			break
+		}
+		if dur > 0 && c.now-start >= dur {
+			break
+		}
+		if i&63 == 0 && stopped() {
+			err = ctx.Err()
+			break
+		}
+		// Wait for the slot: sleep most of a long wait, spin the rest.
+		for now := c.clk.Now(); now < next; now = c.clk.Now() {
+			if left := next - now; left > int64(spinBelow) {
+				time.Sleep(time.Duration(left - int64(spinBelow)/2))
+				if stopped() {
+					break
+				}
+			}
+		}
+		rtt, e := c.RoundTrip()
+		if e != nil && e != ErrLost {
+			err = c.explain(e)
+			break
+		}
+		next += interval
+		if e == nil {
+			recordCorrected(pr.Corrected, int64(rtt), interval)
+		}
+		// Slots that passed while waiting are skipped: their requests were
+		// never sent, and recordCorrected stands in for them.
+		if c.now > next {
+			missed := (c.now - next) / interval
+			pr.Skipped += uint64(missed)
+			next += missed * interval
+		}
+	}
+	end := c.clk.Now()
+	if c.ivl != nil {
+		if e := c.flushIntervals(end, true); e != nil && err == nil {
+			err = e
+		}
+	}
+	pr.Result = c.result(start, end)
+	return pr, err
+}
+
+// recordCorrected records ns into h and, when it is longer than the
+// interval between sends, the values the sends it held up would have seen:
+// ns - interval, ns - 2×interval, down to the interval.
+func recordCorrected(h *hdrhistogram.Histogram, ns, interval int64) {
+	record(h, ns)
+	for v := ns - interval; v >= interval; v -= interval {
+		record(h, v)
+	}
+}
