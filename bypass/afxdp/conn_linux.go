@@ -19,6 +19,7 @@ import (
 
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/internal/frame"
+	"github.com/lowlat/lowlat/bypass/internal/gate"
 	"github.com/lowlat/lowlat/bypass/internal/nexthop"
 	"github.com/lowlat/lowlat/internal/priv"
 )
@@ -40,8 +41,7 @@ type Conn struct {
 	spin   bool
 	info   backend.Info
 
-	closed  atomic.Bool
-	active  atomic.Int32 // calls inside the rings; Close waits for zero
+	gate    gate.Gate // calls inside the rings; Close waits for them
 	timeout atomic.Int64
 	wake    int // eventfd that Close signals to wake a reader in poll(2)
 	pollfds []unix.PollFd
@@ -61,11 +61,7 @@ type Conn struct {
 }
 
 type rxState struct {
-	// filter is replaced, never changed, when JoinGroup adds a group, so
-	// the reader needs only an atomic load per frame.
-	filter atomic.Pointer[frame.Filter]
-	pkt    frame.Packet
-	drops  [frame.Length + 1]atomic.Uint64 // by frame.Reason
+	frame.Receiver
 }
 
 type txState struct {
@@ -263,10 +259,10 @@ func applyBusyPoll(fd int, o backend.Options) []string {
 // ReadFrom returns the next datagram addressed to the connection. Frames
 // that fail validation are dropped, counted, and their buffers recycled.
 func (c *Conn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
-	if !c.enter() {
+	if !c.gate.Enter() {
 		return 0, netip.AddrPort{}, backend.ErrClosed
 	}
-	defer c.exit()
+	defer c.gate.Exit()
 	for {
 		x := c.ready()
 		if x == nil {
@@ -276,7 +272,7 @@ func (c *Conn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 			continue
 		}
 		d := x.rx.descs[x.rx.cachedCons&x.rx.mask]
-		payload, from, ok := c.parse(x.frame(d.Addr, d.Len))
+		payload, from, ok := c.rx.Parse(x.frame(d.Addr, d.Len))
 		n := 0
 		if ok {
 			n = copy(b, payload)
@@ -326,10 +322,10 @@ func (c *Conn) ReadBatch(msgs []backend.Message) (int, error) {
 	if len(msgs) == 0 {
 		return 0, nil
 	}
-	if !c.enter() {
+	if !c.gate.Enter() {
 		return 0, backend.ErrClosed
 	}
-	defer c.exit()
+	defer c.gate.Exit()
 	got := 0
 	for got == 0 {
 		x := c.ready()
@@ -343,7 +339,7 @@ func (c *Conn) ReadBatch(msgs []backend.Message) (int, error) {
 		var i uint32
 		for ; i < avail && got < len(msgs); i++ {
 			d := x.rx.descs[(x.rx.cachedCons+i)&x.rx.mask]
-			payload, from, ok := c.parse(x.frame(d.Addr, d.Len))
+			payload, from, ok := c.rx.Parse(x.frame(d.Addr, d.Len))
 			if ok {
 				m := &msgs[got]
 				m.N = copy(m.Buf, payload)
@@ -377,7 +373,7 @@ func (c *Conn) fillOne(x *xsk, addr uint64) {
 // (after the periodic closed and timeout checks); in block mode it sleeps
 // in poll(2).
 func (c *Conn) wait() error {
-	if c.closed.Load() {
+	if c.gate.Closed() {
 		return backend.ErrClosed
 	}
 	for _, x := range c.socks {
@@ -404,7 +400,7 @@ func (c *Conn) wait() error {
 		if e != 0 {
 			return os.NewSyscallError("poll", e)
 		}
-		if c.closed.Load() {
+		if c.gate.Closed() {
 			return backend.ErrClosed
 		}
 		if r == 0 {
@@ -430,7 +426,7 @@ func (c *Conn) spinWait(to time.Duration) error {
 		if spins&63 != 0 {
 			continue
 		}
-		if c.closed.Load() {
+		if c.gate.Closed() {
 			return backend.ErrClosed
 		}
 		if to == 0 {
@@ -446,10 +442,10 @@ func (c *Conn) spinWait(to time.Duration) error {
 
 // WriteTo builds one frame in the UMEM and queues it on the TX ring.
 func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
-	if !c.enter() {
+	if !c.gate.Enter() {
 		return 0, backend.ErrClosed
 	}
-	defer c.exit()
+	defer c.gate.Exit()
 	if err := c.queueTx(b, to); err != nil {
 		return 0, err
 	}
@@ -461,10 +457,10 @@ func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
 
 // WriteBatch queues every message, then kicks the kernel once.
 func (c *Conn) WriteBatch(msgs []backend.Message) (int, error) {
-	if !c.enter() {
+	if !c.gate.Enter() {
 		return 0, backend.ErrClosed
 	}
-	defer c.exit()
+	defer c.gate.Exit()
 	n := 0
 	for i := range msgs {
 		if err := c.queueTx(msgs[i].Payload(), msgs[i].Addr); err != nil {
@@ -569,7 +565,7 @@ func (c *Conn) JoinGroup(group netip.Addr) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed.Load() {
+	if c.gate.Closed() {
 		return backend.ErrClosed
 	}
 	mreq := &unix.IPMreqn{Multiaddr: group.As4(), Ifindex: int32(c.ifi.Index)}
@@ -579,11 +575,9 @@ func (c *Conn) JoinGroup(group netip.Addr) error {
 	if err := c.steer.addFlow(keyFor(group, c.laddr.Port())); err != nil {
 		return fmt.Errorf("join group %v: %w", group, err)
 	}
-	f := c.rx.filter.Load().Clone()
-	if err := f.Join(group); err != nil {
+	if err := c.rx.Join(group); err != nil {
 		return fmt.Errorf("join group %v: %w", group, err)
 	}
-	c.rx.filter.Store(f)
 	c.groups = append(c.groups, group)
 	return nil
 }
@@ -598,29 +592,11 @@ func (c *Conn) Stats() backend.Stats {
 		RxPackets: s.rx.Load(), TxPackets: s.tx.Load(), RxTrunc: s.trunc.Load(),
 		FillRingEmpty: s.fillEmpty.Load(), TxRingFull: s.txFull.Load(), Wakeups: s.wakeups.Load(),
 	}
-	d := &c.rx.drops
-	frame.Counters{
-		Short: d[frame.Short].Load(), Fragment: d[frame.Fragment].Load(), IPOptions: d[frame.IPOptions].Load(),
-		IPChecksum: d[frame.IPChecksum].Load(), UDPChecksum: d[frame.UDPChecksum].Load(),
-		NotOurs: d[frame.NotOurs].Load(), Length: d[frame.Length].Load(),
-	}.AddTo(&out)
+	c.rx.Drops().AddTo(&out)
 	return out
 }
 
-// enter admits a call into the rings unless the connection is closed;
-// Close waits for every admitted call to exit before unmapping them.
-func (c *Conn) enter() bool {
-	c.active.Add(1)
-	if c.closed.Load() {
-		c.active.Add(-1)
-		return false
-	}
-	return true
-}
-
-func (c *Conn) exit() { c.active.Add(-1) }
-
-// closeWait bounds how long Close waits for a reader or writer to leave.
+// closeWait bounds how long Close waits for calls in flight to leave.
 const closeWait = 5 * time.Second
 
 // Close detaches the XDP program, closes the socket and frees the UMEM.
@@ -628,7 +604,7 @@ const closeWait = 5 * time.Second
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed.Swap(true) {
+	if !c.gate.Shut() {
 		return backend.ErrClosed
 	}
 	var errs []error
@@ -639,12 +615,9 @@ func (c *Conn) Close() error {
 		one := [8]byte{1}
 		unix.Write(c.wake, one[:])
 	}
-	for deadline := time.Now().Add(closeWait); c.active.Load() != 0; {
-		if time.Now().After(deadline) {
-			// Unmapping under a live reader would crash it: leak instead.
-			return errors.Join(append(errs, errors.New("afxdp: close: a reader or writer did not leave; rings left mapped"))...)
-		}
-		time.Sleep(50 * time.Microsecond)
+	if !c.gate.Wait(closeWait) {
+		// Unmapping under a live reader would crash it: leak instead.
+		return errors.Join(append(errs, errors.New("afxdp: close: a reader or writer did not leave; rings left mapped"))...)
 	}
 	for _, x := range c.socks {
 		errs = append(errs, x.close())

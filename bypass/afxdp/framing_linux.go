@@ -15,7 +15,7 @@ func (c *Conn) initFraming(mtu int) error {
 	if err != nil {
 		return fmt.Errorf("receive filter: %w", err)
 	}
-	c.rx.filter.Store(&f)
+	c.rx.Init(f)
 	c.tx.tmpl, err = frame.NewTemplate(frame.Flow{
 		SrcMAC:       frame.MAC(c.mac),
 		Src:          netip.AddrPortFrom(c.src, c.laddr.Port()),
@@ -28,18 +28,6 @@ func (c *Conn) initFraming(mtu int) error {
 	// A frame must fit both the UMEM chunk and the interface's MTU.
 	c.tx.maxPayload = min(int(c.x.frameSize)-frame.HeaderLen, mtu-frame.IPv4HeaderLen-frame.UDPHeaderLen)
 	return nil
-}
-
-// parse validates one received frame; a drop is counted by reason.
-func (c *Conn) parse(f []byte) ([]byte, netip.AddrPort, bool) {
-	p := &c.rx.pkt
-	if r := c.rx.filter.Load().Parse(f, p); r != frame.OK {
-		if int(r) < len(c.rx.drops) {
-			c.rx.drops[r].Add(1)
-		}
-		return nil, netip.AddrPort{}, false
-	}
-	return p.Payload, p.Src, true
 }
 
 // build writes a frame for payload to dst into a UMEM chunk and returns its

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/internal/frame"
+	"github.com/lowlat/lowlat/bypass/internal/gate"
 )
 
 // Conn is a UDP endpoint served by one receive VI and one transmit VI. See
@@ -24,8 +25,7 @@ type Conn struct {
 	laddr netip.AddrPort
 	info  backend.Info
 
-	closed  atomic.Bool
-	active  atomic.Int32 // calls inside the queues; Close waits for zero
+	gate    gate.Gate // calls inside the queues; Close waits for them
 	timeout atomic.Int64
 
 	rx rxState
@@ -48,9 +48,7 @@ type rxState struct {
 	i, n   int     // evs[i:n] are still to be handled
 	repost []uint32
 	refs   []uint32
-	filter atomic.Pointer[frame.Filter]
-	pkt    frame.Packet
-	drops  [frame.Length + 1]atomic.Uint64 // by frame.Reason
+	frame.Receiver
 }
 
 type txState struct {
@@ -164,7 +162,7 @@ func newConn(cfg connConfig) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("efvi: receive filter: %w", err)
 	}
-	c.rx.filter.Store(&f)
+	c.rx.Init(f)
 
 	t := &c.tx
 	t.mem, t.bufSize = cfg.mem, cfg.bufSize
@@ -224,12 +222,12 @@ func (c *Conn) next() (payload []byte, from netip.AddrPort, ok bool) {
 				c.st.scattered.Add(1)
 				continue
 			}
-			if p, from, ok := c.parse(c.rxq.frame(ev)); ok {
+			if p, from, ok := c.rx.Parse(c.rxq.frame(ev)); ok {
 				return p, from, true
 			}
 		case evRXRef:
 			r.refs = append(r.refs, ev.id)
-			if p, from, ok := c.parse(c.rxq.frame(ev)); ok {
+			if p, from, ok := c.rx.Parse(c.rxq.frame(ev)); ok {
 				return p, from, true
 			}
 		case evRXDiscard:
@@ -300,24 +298,12 @@ func (c *Conn) countRefDiscard(flags uint16) {
 	}
 }
 
-// parse validates one received frame; a drop is counted by reason.
-func (c *Conn) parse(f []byte) ([]byte, netip.AddrPort, bool) {
-	p := &c.rx.pkt
-	if r := c.rx.filter.Load().Parse(f, p); r != frame.OK {
-		if int(r) < len(c.rx.drops) {
-			c.rx.drops[r].Add(1)
-		}
-		return nil, netip.AddrPort{}, false
-	}
-	return p.Payload, p.Src, true
-}
-
 // ReadFrom returns the next datagram addressed to the connection.
 func (c *Conn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
-	if !c.enter() {
+	if !c.gate.Enter() {
 		return 0, netip.AddrPort{}, backend.ErrClosed
 	}
-	defer c.exit()
+	defer c.gate.Exit()
 	var start time.Time
 	for spins := uint32(1); ; spins++ {
 		if p, from, ok := c.next(); ok {
@@ -339,10 +325,10 @@ func (c *Conn) ReadBatch(msgs []backend.Message) (int, error) {
 	if len(msgs) == 0 {
 		return 0, nil
 	}
-	if !c.enter() {
+	if !c.gate.Enter() {
 		return 0, backend.ErrClosed
 	}
-	defer c.exit()
+	defer c.gate.Exit()
 	got := 0
 	var start time.Time
 	for spins := uint32(1); ; spins++ {
@@ -375,7 +361,7 @@ func (c *Conn) idle(spins uint32, start *time.Time) error {
 	if spins&63 != 0 {
 		return nil
 	}
-	if c.closed.Load() {
+	if c.gate.Closed() {
 		return backend.ErrClosed
 	}
 	to := time.Duration(c.timeout.Load())
@@ -392,10 +378,10 @@ func (c *Conn) idle(spins uint32, start *time.Time) error {
 
 // WriteTo sends b as one datagram.
 func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
-	if !c.enter() {
+	if !c.gate.Enter() {
 		return 0, backend.ErrClosed
 	}
-	defer c.exit()
+	defer c.gate.Exit()
 	if err := c.takeTxErr(); err != nil {
 		return 0, err
 	}
@@ -411,10 +397,10 @@ func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
 // WriteBatch sends msgs in order, crossing into the adapter once per
 // batch-size group of messages.
 func (c *Conn) WriteBatch(msgs []backend.Message) (int, error) {
-	if !c.enter() {
+	if !c.gate.Enter() {
 		return 0, backend.ErrClosed
 	}
-	defer c.exit()
+	defer c.gate.Exit()
 	if err := c.takeTxErr(); err != nil {
 		return 0, err
 	}
@@ -568,7 +554,7 @@ func (c *Conn) JoinGroup(group netip.Addr) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed.Load() {
+	if c.gate.Closed() {
 		return backend.ErrClosed
 	}
 	if c.join != nil {
@@ -579,11 +565,9 @@ func (c *Conn) JoinGroup(group netip.Addr) error {
 	if err := c.rxq.addFilter(netip.AddrPortFrom(group, c.laddr.Port())); err != nil {
 		return fmt.Errorf("join group %v: %w", group, err)
 	}
-	f := c.rx.filter.Load().Clone()
-	if err := f.Join(group); err != nil {
+	if err := c.rx.Join(group); err != nil {
 		return fmt.Errorf("join group %v: %w", group, err)
 	}
-	c.rx.filter.Store(f)
 	return nil
 }
 
@@ -605,12 +589,7 @@ func (c *Conn) Stats() backend.Stats {
 		RxPackets: s.rx.Load(), TxPackets: s.tx.Load(), RxTrunc: s.trunc.Load(),
 		FillRingEmpty: s.noDesc.Load(), TxRingFull: s.txFull.Load(),
 	}
-	d := &c.rx.drops
-	frame.Counters{
-		Short: d[frame.Short].Load(), Fragment: d[frame.Fragment].Load(), IPOptions: d[frame.IPOptions].Load(),
-		IPChecksum: d[frame.IPChecksum].Load(), UDPChecksum: d[frame.UDPChecksum].Load(),
-		NotOurs: d[frame.NotOurs].Load(), Length: d[frame.Length].Load(),
-	}.AddTo(&out)
+	c.rx.Drops().AddTo(&out)
 	k := c.Counters()
 	out.DropUDPChecksum += k.DiscardChecksum
 	out.DropIPChecksum += k.DiscardIPChecksum
@@ -632,20 +611,7 @@ func (c *Conn) Counters() Counters {
 	}
 }
 
-// enter admits a call into the queues unless the connection is closed;
-// Close waits for every admitted call to exit before freeing them.
-func (c *Conn) enter() bool {
-	c.active.Add(1)
-	if c.closed.Load() {
-		c.active.Add(-1)
-		return false
-	}
-	return true
-}
-
-func (c *Conn) exit() { c.active.Add(-1) }
-
-// closeWait bounds how long Close waits for a reader or writer to leave.
+// closeWait bounds how long Close waits for calls in flight to leave.
 const closeWait = 5 * time.Second
 
 // Close frees both VIs, their filters, the registered memory and the
@@ -654,15 +620,12 @@ const closeWait = 5 * time.Second
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed.Swap(true) {
+	if !c.gate.Shut() {
 		return backend.ErrClosed
 	}
-	for deadline := time.Now().Add(closeWait); c.active.Load() != 0; {
-		if time.Now().After(deadline) {
-			// Freeing the VIs under a live reader would crash it: leak.
-			return errors.New("efvi: close: a reader or writer did not leave; VIs left allocated")
-		}
-		time.Sleep(50 * time.Microsecond)
+	if !c.gate.Wait(closeWait) {
+		// Freeing the VIs under a live reader would crash it: leak.
+		return errors.New("efvi: close: a reader or writer did not leave; VIs left allocated")
 	}
 	errs := []error{c.rxq.close(), c.txq.close()}
 	for i := len(c.undo) - 1; i >= 0; i-- {

@@ -13,30 +13,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/internal/gate"
 )
 
 // sock is the descriptor and wait logic shared by UDP and TCP connections.
 type sock struct {
 	fd      int
 	spin    bool
-	closed  atomic.Bool
-	active  atomic.Int32 // calls using fd; close waits for them before close(2)
+	gate    gate.Gate    // calls using fd; close waits for them before close(2)
 	timeout atomic.Int64 // read timeout in nanoseconds; 0 waits forever
 }
-
-// enter admits a call on fd unless the socket is closed. Close waits until
-// every admitted call has left before it releases the descriptor, so a
-// reader can never reach a descriptor number that was closed and reused.
-func (s *sock) enter() bool {
-	s.active.Add(1)
-	if s.closed.Load() {
-		s.active.Add(-1)
-		return false
-	}
-	return true
-}
-
-func (s *sock) exit() { s.active.Add(-1) }
 
 // preemptPoint gives the Go scheduler a place to stop a spinning goroutine.
 // A spin loop spends nearly all its time inside RawSyscall6, where the
@@ -58,10 +44,10 @@ func preemptLeaf() {}
 // kernel. Pointer arguments stay unsafe.Pointer until the syscall expression
 // so that the runtime keeps them valid.
 func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4 unsafe.Pointer, a5 uintptr, read bool) (uintptr, syscall.Errno) {
-	if !s.enter() {
+	if !s.gate.Enter() {
 		return 0, unix.EBADF
 	}
-	defer s.exit()
+	defer s.gate.Exit()
 	if !s.spin {
 		for {
 			r, _, e := syscall.Syscall6(trap, uintptr(s.fd), uintptr(p1), n, flags, uintptr(p4), a5)
@@ -69,7 +55,7 @@ func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4 unsafe
 				continue
 			}
 			if e == unix.EAGAIN && read {
-				if s.closed.Load() {
+				if s.gate.Closed() {
 					return 0, unix.EBADF
 				}
 				return 0, unix.ETIMEDOUT
@@ -84,7 +70,7 @@ func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4 unsafe
 		if e != unix.EAGAIN && e != unix.EINTR {
 			return r, e
 		}
-		if s.closed.Load() {
+		if s.gate.Closed() {
 			return 0, unix.EBADF
 		}
 		preemptPoint()
@@ -113,13 +99,13 @@ func (s *sock) mapErr(op string, e syscall.Errno) error {
 	case unix.ETIMEDOUT:
 		return backend.ErrTimeout
 	case unix.EBADF:
-		if s.closed.Load() {
+		if s.gate.Closed() {
 			return backend.ErrClosed
 		}
 	case unix.EMSGSIZE:
 		return backend.ErrMessageTooLong
 	}
-	if s.closed.Load() {
+	if s.gate.Closed() {
 		return backend.ErrClosed
 	}
 	return os.NewSyscallError(op, e)
@@ -143,19 +129,16 @@ func (s *sock) setReadTimeout(d time.Duration) error {
 // close marks the socket closed, wakes any reader sleeping or spinning on
 // it, and releases the descriptor.
 func (s *sock) close() error {
-	if s.closed.Swap(true) {
+	if !s.gate.Shut() {
 		return backend.ErrClosed
 	}
 	// shutdown wakes a reader blocked in recv (it returns 0) or accept; on
 	// an unconnected UDP socket it reports ENOTCONN but still wakes.
 	_ = unix.Shutdown(s.fd, unix.SHUT_RDWR)
-	for deadline := time.Now().Add(closeWait); s.active.Load() != 0; {
-		if time.Now().After(deadline) {
-			// Closing under a live call could hand it a reused
-			// descriptor: leak the descriptor instead.
-			return errors.New("close: a call on the socket did not return; descriptor left open")
-		}
-		time.Sleep(50 * time.Microsecond)
+	if !s.gate.Wait(closeWait) {
+		// Closing under a live call could hand it a reused descriptor:
+		// leak the descriptor instead.
+		return errors.New("close: a call on the socket did not return; descriptor left open")
 	}
 	if err := unix.Close(s.fd); err != nil {
 		return os.NewSyscallError("close", err)

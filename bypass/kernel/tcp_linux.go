@@ -151,7 +151,7 @@ func (s *TCPStream) recv(b []byte) (int, error) {
 		return 0, s.mapErr("recvfrom", e)
 	}
 	if r == 0 {
-		if s.closed.Load() {
+		if s.gate.Closed() {
 			return 0, backend.ErrClosed
 		}
 		return 0, io.EOF
@@ -279,17 +279,17 @@ func listenTCP(laddr netip.AddrPort, o backend.Options, name string, spin, busy 
 // Accept waits in accept4(2) for the next connection. Close from another
 // goroutine wakes it with ErrClosed.
 func (l *TCPListener) Accept() (backend.Stream, error) {
-	if !l.enter() {
+	if !l.gate.Enter() {
 		return nil, backend.ErrClosed
 	}
-	defer l.exit()
+	defer l.gate.Exit()
 	for {
 		nfd, _, err := unix.Accept4(l.fd, unix.SOCK_CLOEXEC)
 		if err == unix.EINTR || err == unix.ECONNABORTED {
 			continue
 		}
 		if err != nil {
-			if l.closed.Load() {
+			if l.gate.Closed() {
 				return nil, backend.ErrClosed
 			}
 			return nil, fmt.Errorf("%s: accept on %v: %w", l.name, l.addr, os.NewSyscallError("accept4", err))

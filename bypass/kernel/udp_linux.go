@@ -182,7 +182,7 @@ func (c *UDPConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 		n = len(b)
 		c.trunc.Add(1)
 	}
-	if n == 0 && c.closed.Load() {
+	if n == 0 && c.gate.Closed() {
 		return 0, netip.AddrPort{}, backend.ErrClosed
 	}
 	c.rx.Add(1)
