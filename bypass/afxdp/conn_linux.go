@@ -103,9 +103,14 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 	if err != nil {
 		return nil, err
 	}
+	owned := false // set once c owns res and its Close releases it
+	defer func() {
+		if !owned {
+			res.Close()
+		}
+	}()
 	desc, err := res.Local(ifi.Name)
 	if err != nil {
-		res.Close()
 		return nil, err
 	}
 	nq := max(desc.NumRxQueues, 1)
@@ -144,6 +149,7 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 		wake:   -1,
 		res:    res,
 	}
+	owned = true
 	copy(c.mac[:], ifi.HardwareAddr)
 	c.resolve = c.resolveSlow
 	defer func() {
