@@ -49,13 +49,14 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("cannot connect to tcp %v: %w", pl.peer, err)
 		}
 		defer s.Close()
-		tr, cinfo, local = latency.StreamTransport(s), s.Info(), s.LocalAddr()
+		tr, cinfo, local = streamTransport(s, pl.wire), s.Info(), s.LocalAddr()
 	}
 	if cinfo.Wait == bypass.WaitSpin {
 		quietRuntime()
 	}
 	fmt.Fprintf(info, "latprobe client: %s to %v, %s per size, warm-up %d\n", pl.proto, pl.peer, span(pl), pl.cfg.Warmup)
 	fmt.Fprintln(info, describe("client", local, pl.cpu, cinfo))
+	fmt.Fprintln(info, clockLine())
 
 	reports, err := measure(ctx, tr, pl, cinfo.Backend, p.hlog)
 	if perr := printReports(stdout, reports, p.json); perr != nil && err == nil {

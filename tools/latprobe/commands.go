@@ -9,4 +9,6 @@ var commands = []command{
 	{"doctor", "check this host for what spoils latency, and how to fix it", cmdDoctor},
 	{"spec", "print a Containerfile and run line, or a Kubernetes Pod, for latprobe", cmdSpec},
 	{"suite", "the same ping-pong on the host and in containers, side by side", cmdSuite},
+	{"compare", "latprobe and sockperf on the same loopback path, interleaved, side by side", cmdCompare},
+	{"monitor", "probe a server continuously and export Prometheus metrics", cmdMonitor},
 }

@@ -61,9 +61,21 @@ func measure(ctx context.Context, tr latency.Transport, pl *plan, backendName, h
 				o.err = err
 				return
 			}
+			if pl.mps > 0 {
+				pr, err := cl.RunAtRate(ctx, pl.mps)
+				if pr != nil && pr.Result != nil && (pr.Counters.Sent > 0 || err == nil) {
+					o.reports = append(o.reports, pacedReports(pr, backendName, pl)...)
+				}
+				if err != nil {
+					o.err = fmt.Errorf("%d-byte messages: %w", size, err)
+					return
+				}
+				continue
+			}
 			res, err := cl.Run(ctx)
 			if res != nil && (res.Counters.Sent > 0 || err == nil) {
 				o.reports = append(o.reports, latency.NewReport(res, backendName, pl.proto))
+				pl.addSeries(fmt.Sprintf("%s %s %dB", backendName, pl.proto, size), res.Hist)
 			}
 			if err != nil {
 				o.err = fmt.Errorf("%d-byte messages: %w", size, err)
@@ -72,6 +84,11 @@ func measure(ctx context.Context, tr latency.Transport, pl *plan, backendName, h
 		}
 	}()
 	o := <-ch
+	if pl.plot != "" && len(pl.series) > 0 {
+		if err := writePlot(pl.plot, fmt.Sprintf("latprobe %s round trips", pl.proto), pl.series); err != nil && o.err == nil {
+			o.err = err
+		}
+	}
 	return o.reports, o.err
 }
 

@@ -47,6 +47,8 @@ type probe struct {
 	sizes, hlog                string
 	duration, timeout          time.Duration
 	json                       bool
+	wire, plot                 string // see field.go
+	mps                        int
 }
 
 // newProbe registers the flags of the given role on a new flag set.
@@ -59,6 +61,7 @@ func newProbe(name string, r role) *probe {
 	fs.StringVar(&p.iface, "iface", "", "network interface, for backends that bind one (afxdp)")
 	fs.IntVar(&p.queue, "queue", 0, "NIC queue to bind, -1 for all (afxdp)")
 	fs.StringVar(&p.xdpMode, "xdp-mode", "", "XDP attach mode: auto, drv or skb (afxdp)")
+	p.fieldFlags()
 	switch r {
 	case roleServer:
 		fs.StringVar(&p.addr, "addr", defaultServerAddr, "address to listen on")
@@ -105,12 +108,19 @@ type plan struct {
 	cfg     latency.Config // Size is set per size
 	cpu     int            // -1: not pinned
 	waitSet bool
+	wire    latency.Wire // see field.go
+	mps     int
+	plot    string
+	series  []series // what --plot draws
 }
 
 // validate checks the flags, and the LOWLAT_* environment under them, and
 // returns a usageError naming the first flag that is wrong.
 func (p *probe) validate() (*plan, error) {
 	pl := &plan{cpu: p.cpu}
+	if err := p.validateField(pl); err != nil {
+		return nil, err
+	}
 	o, err := bypass.OptionsFromEnv(bypass.Options{})
 	if err != nil {
 		return nil, usageError{err.Error()}
@@ -253,14 +263,14 @@ func (p *probe) validate() (*plan, error) {
 			if err != nil {
 				return nil, usagef("--sizes %s: %q is not a number", p.sizes, f)
 			}
-			if latency.CheckSize(n) != nil {
-				return nil, usagef("--sizes %s: %d is outside %d to %d", p.sizes, n, latency.MinSize, latency.MaxSize)
+			if checkSize(pl.wire, n) != nil {
+				return nil, usagef("--sizes %s: %d is outside %d to %d", p.sizes, n, pl.wire.MinSize(), maxSize(pl.wire))
 			}
 			pl.sizes = append(pl.sizes, n)
 		}
 	} else {
-		if latency.CheckSize(p.size) != nil {
-			return nil, usagef("--size %d: want %d to %d", p.size, latency.MinSize, latency.MaxSize)
+		if checkSize(pl.wire, p.size) != nil {
+			return nil, usagef("--size %d: want %d to %d", p.size, pl.wire.MinSize(), maxSize(pl.wire))
 		}
 		pl.sizes = []int{p.size}
 	}

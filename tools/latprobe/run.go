@@ -58,7 +58,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		serverInfo  bypass.Info
 		clientAddr  netip.AddrPort
 		serverAddr  netip.AddrPort
-		srv         = &latency.EchoServer{}
+		srv         = &latency.EchoServer{Wire: pl.wire}
 		serve       func() error
 		closeServer func()
 	)
@@ -105,9 +105,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if a.err != nil {
 			return fmt.Errorf("server: accept on tcp %v: %w", l.Addr(), a.err)
 		}
-		serve = func() error { return srv.ServeStream(a.s) }
+		serve = func() error { return srv.ServeRawStream(a.s) }
 		closeServer = func() { a.s.Close() }
-		tr = latency.StreamTransport(cs)
+		tr = streamTransport(cs, pl.wire)
 		clientInfo, serverInfo = cs.Info(), a.s.Info()
 		clientAddr, serverAddr = cs.LocalAddr(), l.Addr()
 	}
@@ -133,6 +133,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(info, "latprobe run: %s over %s, %s per size, warm-up %d\n", pl.proto, pl.addr.Addr(), span(pl), pl.cfg.Warmup)
 	fmt.Fprintln(info, describe("client", clientAddr, pl.cpu, clientInfo))
 	fmt.Fprintln(info, describe("server", serverAddr, serverCPU, serverInfo))
+	fmt.Fprintln(info, clockLine())
 
 	reports, err := measure(ctx, tr, pl, clientInfo.Backend, p.hlog)
 	serr := stopServer()

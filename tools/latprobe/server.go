@@ -28,7 +28,7 @@ func cmdServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		ctx, cancel = context.WithTimeout(ctx, pl.cfg.Duration)
 		defer cancel()
 	}
-	srv := &latency.EchoServer{}
+	srv := &latency.EchoServer{Wire: pl.wire}
 	var listening bool
 	switch pl.proto {
 	case "udp":
@@ -122,7 +122,7 @@ func serveTCP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout, st
 					return
 				}
 				defer unlock()
-				if err := srv.ServeStream(s); err != nil {
+				if err := srv.ServeRawStream(s); err != nil {
 					fmt.Fprintf(stderr, "latprobe server: connection from %v: %v\n", s.RemoteAddr(), err)
 				}
 			}()
