@@ -167,7 +167,8 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 	if c.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		return nil, os.NewSyscallError("eventfd", err)
 	}
-	if c.steer, err = attach(ifi.Index, nq, o.XDP.Mode, driverOf(c.mcast, ifi.Name)); err != nil {
+	driver := driverOf(c.mcast, ifi.Name)
+	if c.steer, err = attach(ifi.Index, nq, o.XDP.Mode, driver); err != nil {
 		return nil, err
 	}
 	for _, q := range queues {
@@ -193,8 +194,11 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 	if o.ReadTimeout > 0 {
 		c.timeout.Store(int64(o.ReadTimeout))
 	}
-	if err := c.initFraming(ifi.MTU); err != nil {
+	if err := c.initFraming(ifi.MTU, virtualLink[driver]); err != nil {
 		return nil, err
+	}
+	if virtualLink[driver] {
+		notes = append(notes, driver+": UDP checksums left to offload by the peer (pseudo-header only) are accepted")
 	}
 	wait := backend.WaitSpin
 	if !c.spin {

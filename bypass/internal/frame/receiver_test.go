@@ -48,3 +48,31 @@ func TestReceiver(t *testing.T) {
 		t.Fatalf("Parse allocates %v times", a)
 	}
 }
+
+func TestPartialChecksum(t *testing.T) {
+	mac := MAC{2, 0, 0, 0, 0, 1}
+	local := netip.MustParseAddrPort("10.0.0.1:9000")
+	src := netip.MustParseAddrPort("10.0.0.2:4000")
+	tmpl, _ := NewTemplate(Flow{SrcMAC: MAC{2, 0, 0, 0, 0, 2}, DstMAC: mac, Src: src, Dst: local})
+	buf := make([]byte, 128)
+	n, _ := tmpl.Build(buf, []byte("offloaded"))
+	// What a sender with TX checksum offload leaves in the field: the
+	// pseudo-header sum alone (addresses, protocol, UDP length).
+	udpLen := uint32(UDPHeaderLen + len("offloaded"))
+	seed := Fold(Sum(buf[EthHeaderLen+12:EthHeaderLen+20], protoUDP+udpLen))
+	buf[offUDP+6], buf[offUDP+7] = byte(seed>>8), byte(seed)
+
+	f, _ := NewFilter(mac, local)
+	var p Packet
+	if r := f.Parse(buf[:n], &p); r != UDPChecksum {
+		t.Fatalf("seed accepted by default: %v", r)
+	}
+	f.AcceptPartialChecksum(true)
+	if r := f.Parse(buf[:n], &p); r != OK || string(p.Payload) != "offloaded" {
+		t.Fatalf("seed refused with AcceptPartialChecksum: %v", r)
+	}
+	buf[offUDP+7] ^= 1 // neither complete nor the seed
+	if r := f.Parse(buf[:n], &p); r != UDPChecksum {
+		t.Fatalf("a wrong checksum was accepted: %v", r)
+	}
+}
