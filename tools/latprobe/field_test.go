@@ -242,7 +242,9 @@ func TestMonitor(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
-	_, v2 := waitFor("count grows", func(v map[string]float64) bool { return v["latprobe_rtt_seconds_count"] > v1["latprobe_rtt_seconds_count"] })
+	_, v2 := waitFor("count grows", func(v map[string]float64) bool {
+		return v["latprobe_rtt_seconds_count"] > v1["latprobe_rtt_seconds_count"]
+	})
 	t.Logf("count %v then %v", v1["latprobe_rtt_seconds_count"], v2["latprobe_rtt_seconds_count"])
 	waitFor("interval percentile gauges", func(v map[string]float64) bool {
 		for k := range v {
