@@ -165,19 +165,24 @@ type (
 		Spec       podSpec `json:"spec"`
 	}
 	podMeta struct {
-		Name   string            `json:"name"`
-		Labels map[string]string `json:"labels,omitempty"`
+		Name        string            `json:"name,omitempty"`
+		Labels      map[string]string `json:"labels,omitempty"`
+		Annotations map[string]string `json:"annotations,omitempty"`
 	}
 	podSpec struct {
-		HostNetwork   bool        `json:"hostNetwork,omitempty"`
-		RestartPolicy string      `json:"restartPolicy"`
-		Containers    []container `json:"containers"`
-		Volumes       []volume    `json:"volumes,omitempty"`
+		HostNetwork   bool         `json:"hostNetwork,omitempty"`
+		DNSPolicy     string       `json:"dnsPolicy,omitempty"`
+		RestartPolicy string       `json:"restartPolicy"`
+		Tolerations   []toleration `json:"tolerations,omitempty"`
+		Containers    []container  `json:"containers"`
+		Volumes       []volume     `json:"volumes,omitempty"`
 	}
 	container struct {
 		Name            string          `json:"name"`
 		Image           string          `json:"image"`
 		Args            []string        `json:"args,omitempty"`
+		Env             []envVar        `json:"env,omitempty"`
+		Ports           []containerPort `json:"ports,omitempty"`
 		Resources       resources       `json:"resources"`
 		SecurityContext securityContext `json:"securityContext"`
 		VolumeMounts    []volumeMount   `json:"volumeMounts,omitempty"`
@@ -223,10 +228,29 @@ func PodManifest(d Deploy) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	c, vols := latencyContainer("latprobe", d)
+	p := pod{
+		APIVersion: "v1",
+		Kind:       "Pod",
+		Metadata:   podMeta{Name: "latprobe-" + d.Backend, Labels: map[string]string{"app": "latprobe"}},
+		Spec:       podSpec{HostNetwork: true, RestartPolicy: "Never", Containers: []container{c}, Volumes: vols},
+	}
+	b, err := yaml.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("containerize: pod manifest: %w", err)
+	}
+	return b, nil
+}
+
+// latencyContainer is the container named name that runs latprobe with d
+// (already through withDefaults), and the volumes it mounts: requests equal
+// to limits with whole CPUs, all capabilities dropped but the backend's, a
+// read-only root, huge pages when asked and the Onload devices for efvi.
+func latencyContainer(name string, d Deploy) (container, []volume) {
 	caps, _ := Capabilities(d.Backend, d.Realtime)
 	res := map[string]string{"cpu": strconv.Itoa(d.CPUs), "memory": d.Memory}
 	c := container{
-		Name:  "latprobe",
+		Name:  name,
 		Image: d.Image,
 		Args:  d.Args,
 		SecurityContext: securityContext{
@@ -237,15 +261,10 @@ func PodManifest(d Deploy) ([]byte, error) {
 	for _, cp := range caps {
 		c.SecurityContext.Capabilities.Add = append(c.SecurityContext.Capabilities.Add, strings.TrimPrefix(cp, "CAP_"))
 	}
-	p := pod{
-		APIVersion: "v1",
-		Kind:       "Pod",
-		Metadata:   podMeta{Name: "latprobe-" + d.Backend, Labels: map[string]string{"app": "latprobe"}},
-		Spec:       podSpec{HostNetwork: true, RestartPolicy: "Never"},
-	}
+	var vols []volume
 	if d.Hugepages != "" {
 		res["hugepages-2Mi"] = d.Hugepages
-		p.Spec.Volumes = append(p.Spec.Volumes, volume{Name: "hugepages", EmptyDir: &emptyDir{Medium: "HugePages-2Mi"}})
+		vols = append(vols, volume{Name: "hugepages", EmptyDir: &emptyDir{Medium: "HugePages-2Mi"}})
 		c.VolumeMounts = append(c.VolumeMounts, volumeMount{Name: "hugepages", MountPath: "/dev/hugepages"})
 	}
 	var devs []string
@@ -256,17 +275,12 @@ func PodManifest(d Deploy) ([]byte, error) {
 		devs = append(devs, onloadDevices...)
 	}
 	for _, dev := range devs {
-		name := strings.ReplaceAll(strings.TrimPrefix(dev, "/dev/"), "_", "-")
-		p.Spec.Volumes = append(p.Spec.Volumes, volume{Name: name, HostPath: &hostPath{Path: dev, Type: "CharDevice"}})
-		c.VolumeMounts = append(c.VolumeMounts, volumeMount{Name: name, MountPath: dev})
+		vn := strings.ReplaceAll(strings.TrimPrefix(dev, "/dev/"), "_", "-")
+		vols = append(vols, volume{Name: vn, HostPath: &hostPath{Path: dev, Type: "CharDevice"}})
+		c.VolumeMounts = append(c.VolumeMounts, volumeMount{Name: vn, MountPath: dev})
 	}
 	c.Resources = resources{Requests: res, Limits: copyMap(res)}
-	p.Spec.Containers = []container{c}
-	b, err := yaml.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("containerize: pod manifest: %w", err)
-	}
-	return b, nil
+	return c, vols
 }
 
 func copyMap(m map[string]string) map[string]string {

@@ -20,6 +20,8 @@
 //
 // Spec (NewSpec) is pure and deterministic; the live side (Netns, Start,
 // Suite) needs Linux and root. The deploy emitters (Containerfile,
-// RunCommand, PodManifest) are pure too: they print what a user feeds to
-// podman, docker or Kubernetes on a real host.
+// RunCommand, PodManifest, MeshManifest) are pure too: they print what a
+// user feeds to podman, docker or Kubernetes on a real host. MeshManifest is
+// a DaemonSet of latprobe servers and monitors, one pair per node, so that a
+// cluster's node-to-node latency lands in Prometheus.
 package containerize
