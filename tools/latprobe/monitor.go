@@ -10,6 +10,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -54,18 +57,38 @@ func newMonitorMetrics(reg prometheus.Registerer, peer string) *monitorMetrics {
 			Name: "latprobe_interval_rtt_seconds", Help: "Round-trip percentiles of the last complete interval.", ConstLabels: labels,
 		}, []string{"quantile"}),
 	}
-	reg.MustRegister(m.rtt, m.sent, m.lost, m.errors, m.interval)
+	reg.MustRegister(m.collectors()...)
 	return m
 }
 
-// cmdMonitor probes a latprobe (or sockperf) server at a low fixed rate for
-// as long as it runs and exports what it measures for Prometheus.
+func (m *monitorMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.rtt, m.sent, m.lost, m.errors, m.interval}
+}
+
+// unregister removes m's series from reg, for a peer that has gone.
+func (m *monitorMetrics) unregister(reg prometheus.Registerer) {
+	for _, c := range m.collectors() {
+		reg.Unregister(c)
+	}
+}
+
+// cmdMonitor probes latprobe (or sockperf) servers at a low fixed rate for
+// as long as it runs and exports what it measures for Prometheus, one set
+// of series per peer (label peer="HOST:PORT"). The peers are the --peer
+// flags, or every address that --peers-dns resolves to, looked up again
+// every --resolve-every so that peers that join or leave (the nodes behind
+// a Kubernetes headless Service) are picked up; --self names addresses
+// never to probe, such as this node's own.
 func cmdMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("monitor", flag.ContinueOnError)
-	peerFlag := fs.String("peer", "", "the server's HOST:PORT (required)")
-	mps := fs.Int("mps", 100, "probes per second")
+	var peerFlags stringList
+	fs.Var(&peerFlags, "peer", "a server's HOST:PORT; repeat it to probe several")
+	peersDNS := fs.String("peers-dns", "", "probe every address NAME:PORT resolves to (such as a headless Service), looked up again every --resolve-every")
+	resolveEvery := fs.Duration("resolve-every", 30*time.Second, "with --peers-dns: how often to look the peers up again")
+	selfFlag := fs.String("self", "", "comma-separated addresses never to probe (this node's own)")
+	mps := fs.Int("mps", 100, "probes per second, to each peer")
 	listen := fs.String("listen", ":9464", "serve /metrics on this address")
-	hlogName := fs.String("hlog", "", "also write each interval's histogram to this HdrHistogram log")
+	hlogName := fs.String("hlog", "", "also write each interval's histogram to this HdrHistogram log (one --peer only)")
 	every := fs.Duration("interval", 10*time.Second, "length of the interval behind the percentile gauges and the .hlog lines")
 	size := fs.Int("size", latency.DefaultSize, "message size in bytes")
 	timeout := fs.Duration("timeout", time.Second, "count a probe lost after waiting this long for its reply")
@@ -74,12 +97,48 @@ func cmdMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if *peerFlag == "" {
-		return usagef("--peer: required (the server's HOST:PORT)")
+	if len(peerFlags) == 0 && *peersDNS == "" {
+		return usagef("--peer or --peers-dns: required (the servers' HOST:PORT)")
 	}
-	peer, err := resolve(*peerFlag, "udp")
-	if err != nil {
-		return usagef("--peer %s: %v", *peerFlag, err)
+	if len(peerFlags) > 0 && *peersDNS != "" {
+		return usagef("--peer and --peers-dns: give one or the other")
+	}
+	self := map[netip.Addr]bool{}
+	for _, a := range strings.Split(*selfFlag, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return usagef("--self %s: %v", a, err)
+		}
+		self[ip.Unmap()] = true
+	}
+	var static []netip.AddrPort
+	for _, p := range peerFlags {
+		ap, err := resolve(p, "udp")
+		if err != nil {
+			return usagef("--peer %s: %v", p, err)
+		}
+		if !self[ap.Addr()] && !slices.Contains(static, ap) {
+			static = append(static, ap)
+		}
+	}
+	var dnsHost string
+	var dnsPort uint16
+	if *peersDNS != "" {
+		h, port, err := net.SplitHostPort(*peersDNS)
+		pn, perr := strconv.ParseUint(port, 10, 16)
+		if err != nil || h == "" || perr != nil || pn == 0 {
+			return usagef("--peers-dns %s: want NAME:PORT", *peersDNS)
+		}
+		if *resolveEvery <= 0 {
+			return usagef("--resolve-every %v: want a positive duration", *resolveEvery)
+		}
+		dnsHost, dnsPort = h, uint16(pn)
+	}
+	if *hlogName != "" && (*peersDNS != "" || len(peerFlags) != 1) {
+		return usagef("--hlog: only with a single --peer")
 	}
 	if *mps <= 0 || *mps > 100_000 {
 		return usagef("--mps %d: want 1 to 100000", *mps)
@@ -104,7 +163,6 @@ func cmdMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 
 	reg := prometheus.NewRegistry()
-	m := newMonitorMetrics(reg, peer.String())
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", *listen, err)
@@ -114,7 +172,11 @@ func cmdMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(ln)
 	defer hs.Close()
-	fmt.Fprintf(stdout, "latprobe monitor: probing %v at %d/s, metrics on http://%v/metrics\n", peer, *mps, ln.Addr())
+	what := fmt.Sprint(static)
+	if dnsHost != "" {
+		what = fmt.Sprintf("every address of %s (looked up every %v)", *peersDNS, *resolveEvery)
+	}
+	fmt.Fprintf(stdout, "latprobe monitor: probing %s at %d/s, metrics on http://%v/metrics\n", what, *mps, ln.Addr())
 
 	var lw *latency.HlogWriter
 	if *hlogName != "" {
@@ -123,20 +185,161 @@ func cmdMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return fmt.Errorf("--hlog: %w", err)
 		}
 		defer f.Close()
-		lw, err = latency.NewHlogWriter(f, time.Now(), fmt.Sprintf("latprobe monitor %v, round trips in ns", peer))
+		lw, err = latency.NewHlogWriter(f, time.Now(), fmt.Sprintf("latprobe monitor %v, round trips in ns", static))
 		if err != nil {
 			return fmt.Errorf("--hlog %s: %w", *hlogName, err)
 		}
 	}
-	mon := &monitor{
-		peer: peer, wire: w, size: *size, timeout: *timeout, m: m, hlog: lw,
+	ms := newMesh(reg, monitor{
+		wire: w, size: *size, timeout: *timeout, hlog: lw,
 		interval: time.Second / time.Duration(*mps), every: *every, stderr: stderr,
+	})
+	defer ms.stopAll()
+	if dnsHost == "" {
+		ms.set(ctx, static)
+		select {
+		case <-ctx.Done():
+			return nil // interrupted or --duration
+		case err := <-ms.errs:
+			return err
+		}
 	}
-	err = mon.run(ctx)
-	if interrupted(err) {
-		return nil
+	lookup := func(ctx context.Context) ([]netip.AddrPort, error) {
+		return lookupPeers(ctx, net.DefaultResolver.LookupNetIP, dnsHost, dnsPort, self)
 	}
-	return err
+	ms.watch(ctx, lookup, *resolveEvery)
+	return nil
+}
+
+// stringList is a flag that may be repeated.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// lookupPeers resolves host (with lookup, net.Resolver.LookupNetIP's shape)
+// and returns every address but self's with port, sorted, once each.
+func lookupPeers(ctx context.Context, lookup func(context.Context, string, string) ([]netip.Addr, error),
+	host string, port uint16, self map[netip.Addr]bool) ([]netip.AddrPort, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	addrs, err := lookup(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	var peers []netip.AddrPort
+	for _, a := range addrs {
+		a = a.Unmap()
+		if ap := netip.AddrPortFrom(a, port); !self[a] && !slices.Contains(peers, ap) {
+			peers = append(peers, ap)
+		}
+	}
+	slices.SortFunc(peers, netip.AddrPort.Compare)
+	return peers, nil
+}
+
+// mesh runs one monitor per peer, all exporting to one registry, and
+// starts and stops them as the set of peers changes.
+type mesh struct {
+	reg     *prometheus.Registry
+	tmpl    monitor // every field but peer and m
+	running map[netip.AddrPort]*meshPeer
+	errs    chan error // the first error of a monitor that stopped by itself
+}
+
+type meshPeer struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	m      *monitorMetrics
+}
+
+func newMesh(reg *prometheus.Registry, tmpl monitor) *mesh {
+	return &mesh{reg: reg, tmpl: tmpl, running: map[netip.AddrPort]*meshPeer{}, errs: make(chan error, 1)}
+}
+
+// set probes exactly peers: it stops (and removes the series of) the
+// monitors of peers no longer listed, and starts one for each new peer or
+// for one whose monitor stopped on an error.
+func (ms *mesh) set(ctx context.Context, peers []netip.AddrPort) {
+	for p, r := range ms.running {
+		ended := false
+		select {
+		case <-r.done:
+			ended = true
+		default:
+		}
+		if ended || !slices.Contains(peers, p) {
+			ms.stop(p)
+			if !ended {
+				fmt.Fprintf(ms.tmpl.stderr, "latprobe monitor: %v: no longer a peer, stopped\n", p)
+			}
+		}
+	}
+	for _, p := range peers {
+		if ms.running[p] != nil {
+			continue
+		}
+		mon := ms.tmpl
+		mon.peer = p
+		mon.m = newMonitorMetrics(ms.reg, p.String())
+		pctx, cancel := context.WithCancel(ctx)
+		r := &meshPeer{cancel: cancel, done: make(chan struct{}), m: mon.m}
+		ms.running[p] = r
+		go func() {
+			defer close(r.done)
+			if err := mon.run(pctx); err != nil && pctx.Err() == nil {
+				err = fmt.Errorf("peer %v: %w", p, err)
+				fmt.Fprintf(mon.stderr, "latprobe monitor: %v\n", err)
+				select {
+				case ms.errs <- err:
+				default:
+				}
+			}
+		}()
+	}
+}
+
+// stop ends the monitor of p and removes its series.
+func (ms *mesh) stop(p netip.AddrPort) {
+	r := ms.running[p]
+	r.cancel()
+	<-r.done
+	r.m.unregister(ms.reg)
+	delete(ms.running, p)
+}
+
+func (ms *mesh) stopAll() {
+	for p := range ms.running {
+		ms.stop(p)
+	}
+}
+
+// watch looks the peers up now and every period until ctx ends, and probes
+// what it finds. A failed lookup keeps the peers it had.
+func (ms *mesh) watch(ctx context.Context, lookup func(context.Context) ([]netip.AddrPort, error), period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	var last []netip.AddrPort
+	for {
+		peers, err := lookup(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			fmt.Fprintf(ms.tmpl.stderr, "latprobe monitor: looking up peers: %v; keeping %v\n", err, last)
+		default:
+			if !slices.Equal(peers, last) {
+				fmt.Fprintf(ms.tmpl.stderr, "latprobe monitor: peers %v\n", peers)
+				last = peers
+			}
+			ms.set(ctx, peers)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C: // a monitor that stopped on an error is restarted here
+		}
+	}
 }
 
 // monitor probes one peer. It opens a fresh socket after a socket error, so
