@@ -5,12 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/lowlat/lowlat/containerize"
 )
 
 // cmdSpec prints what a user needs to deploy latprobe with their own
-// tools: a Containerfile and a run command line, or a Kubernetes Pod.
+// tools: a Containerfile and a run command line, or a Kubernetes Pod, or
+// (--mesh) a Kubernetes DaemonSet that measures node-to-node latency.
 func cmdSpec(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("spec", flag.ContinueOnError)
 	engine := fs.String("engine", "podman", "podman, docker or kubernetes")
@@ -22,11 +24,32 @@ func cmdSpec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.BoolVar(&d.Realtime, "realtime", false, "add CAP_SYS_NICE for pinning and SCHED_FIFO")
 	fs.BoolVar(&d.DMALatency, "dma-latency", false, "pass /dev/cpu_dma_latency through")
 	fs.StringVar(&d.Image, "image", "latprobe:latest", "image name")
+	mesh := fs.Bool("mesh", false, "kubernetes: a DaemonSet of a server and a monitor on every node, node-to-node latency for Prometheus")
+	var m containerize.Mesh
+	fs.IntVar(&m.MPS, "mps", 100, "--mesh: probes per second from each node to each other node")
+	fs.IntVar(&m.Port, "port", 7471, "--mesh: the servers' UDP port on every node")
+	fs.IntVar(&m.MetricsPort, "metrics-port", 9464, "--mesh: the monitors' /metrics port on every node")
+	peers := fs.String("peers", "", "--mesh: comma-separated HOST:PORT list every monitor probes (default: found through a headless Service)")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if d.CPUs <= 0 {
 		return usagef("--cpus %d: want a whole number of CPUs, 1 or more", d.CPUs)
+	}
+	if *mesh {
+		if *engine != "kubernetes" {
+			return usagef("--mesh: only with --engine kubernetes")
+		}
+		m.Deploy = d
+		if *peers != "" {
+			m.Peers = strings.Split(*peers, ",")
+		}
+		b, err := containerize.MeshManifest(m)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		_, err = stdout.Write(b)
+		return err
 	}
 	switch *engine {
 	case "podman", "docker":

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/lowlat/lowlat/containerize"
+	"github.com/lowlat/lowlat/latency"
 )
 
 // cmdSuite measures the same ping-pong on the host and in containers, one
@@ -21,8 +22,14 @@ func cmdSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	engine := fs.String("engine", "runc", "container engine: runc or podman")
 	cpus := fs.String("cpus", "", "cpuset for the containers, such as 0-1 (default: every CPU)")
 	binary := fs.String("binary", "", "static latprobe to run and put in the containers (default: this one, when it is static)")
+	plotName := fs.String("plot", "", "draw every cell's percentile distribution to this .svg or .png file")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
+	}
+	if *plotName != "" {
+		if err := checkPlotName(*plotName); err != nil {
+			return usagef("--plot %s: %v", *plotName, err)
+		}
 	}
 	if *count <= 0 || *count > 10_000_000 {
 		return usagef("--count %d: want 1 to 10000000", *count)
@@ -45,7 +52,40 @@ func cmdSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		err = enc.Encode(rep)
+	} else {
+		err = rep.WriteTable(stdout)
 	}
-	return rep.WriteTable(stdout)
+	if err != nil || *plotName == "" {
+		return err
+	}
+	return writePlot(*plotName, fmt.Sprintf("latprobe suite, %d round trips per cell", *count), suiteSeries(rep))
+}
+
+// suiteSeries is one plot series per measured cell, named
+// PLACEMENT/BACKEND: the whole distribution from the cell's HdrHistogram
+// log when --out wrote one, else the percentiles of its summary (min at
+// 0%, then p50 to p99.999).
+func suiteSeries(rep *containerize.SuiteReport) []series {
+	var all []series
+	for _, c := range rep.Cells {
+		if c.RTT == nil {
+			continue // skipped: the table says why
+		}
+		name := c.Placement + "/" + c.Backend
+		if c.Hlog != "" {
+			if h, _, err := readHlog(c.Hlog); err == nil && h.TotalCount() > 0 {
+				all = append(all, histSeries(name, h))
+				continue
+			}
+		}
+		ps := append([]float64{0}, latency.Percentiles()...)
+		ns := []int64{c.RTT.Min, c.RTT.P50, c.RTT.P90, c.RTT.P99, c.RTT.P999, c.RTT.P9999, c.RTT.P99999}
+		us := make([]float64, len(ns))
+		for i, v := range ns {
+			us[i] = float64(v) / 1e3
+		}
+		all = append(all, pointSeries(name, ps, us))
+	}
+	return all
 }
