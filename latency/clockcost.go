@@ -10,16 +10,21 @@ type ClockCost struct {
 	// ResolutionNS is the smallest step between two readings that differ:
 	// no interval shorter than this can be told apart from zero.
 	ResolutionNS int64
+	// Source says which clock was measured (Clock.Source): the TSC and its
+	// calibrated rate, or the monotonic clock and why.
+	Source string
 }
 
 // clockSamples is how many readings MeasureClock takes: about a
-// millisecond on a vDSO clock.
+// millisecond on a vDSO clock, less on the TSC.
 const clockSamples = 1 << 15
 
-// MeasureClock reads the clock clockSamples times back to back and returns
-// the mean cost of one reading and the smallest non-zero step seen.
-func MeasureClock() ClockCost {
-	c := NewClock()
+// MeasureClock reads the clock a Client would use (NewClock) clockSamples
+// times back to back and returns the mean cost of one reading, the smallest
+// non-zero step seen, and which clock it is.
+func MeasureClock() ClockCost { return measureClock(NewClock()) }
+
+func measureClock(c Clock) ClockCost {
 	// Warm the vDSO page and the branch predictors first.
 	for range 1024 {
 		c.Now()
@@ -35,5 +40,5 @@ func MeasureClock() ClockCost {
 		prev = now
 	}
 	elapsed := time.Since(start)
-	return ClockCost{ReadNS: float64(elapsed.Nanoseconds()) / float64(clockSamples+1), ResolutionNS: res}
+	return ClockCost{ReadNS: float64(elapsed.Nanoseconds()) / float64(clockSamples+1), ResolutionNS: res, Source: c.Source()}
 }

@@ -2,10 +2,11 @@
 // message latprobe sends, a ping-pong client that times each round trip, an
 // echo server, and the reports that summarise what was measured.
 //
-// A client sends one request at a time and waits for its echo. It reads the
-// monotonic clock (time.Since a fixed epoch, which the runtime serves from
-// the vDSO without entering the kernel) just before the send and just after
-// the receive, and records the difference in nanoseconds into an
+// A client sends one request at a time and waits for its echo. It reads its
+// Clock just before the send and just after the receive: the CPU's
+// time-stamp counter through RDTSCP where it is invariant (calibrated once
+// per process against CLOCK_MONOTONIC), else the monotonic clock (time.Since
+// a fixed epoch, which the runtime serves from the vDSO), and records the difference in nanoseconds into an
 // HdrHistogram with three significant digits from 1 ns to 60 s. Warm-up
 // round trips are not recorded. A reply that does not come within the
 // timeout is counted lost and the client moves on, so a dropped datagram

@@ -77,7 +77,7 @@ func maxSize(w latency.Wire) int { return min(w.MaxSize(), latency.MaxSize) }
 // reader knows the floor under every number in the table.
 func clockLine() string {
 	c := latency.MeasureClock()
-	return fmt.Sprintf("clock: one reading costs %.1f ns, resolution %d ns (monotonic clock through the vDSO)", c.ReadNS, c.ResolutionNS)
+	return fmt.Sprintf("clock: one reading costs %.1f ns, resolution %d ns (%s)", c.ReadNS, c.ResolutionNS, c.Source)
 }
 
 // streamTransport frames a TCP client's messages as w's peers expect:
