@@ -438,18 +438,26 @@ func TestRoundTripAllocs(t *testing.T) {
 				// Not testing.AllocsPerRun: it sets GOMAXPROCS to 1, and
 				// two goroutines spinning on locked threads then share
 				// one P by preemption alone.
+				// The runtime allocates now and then on its own account:
+				// each time the scheduler preempts a spinning, thread-locked
+				// goroutine (every 10 ms) and finds no idle OS thread to
+				// hand its P to, it starts one. Per-message allocations
+				// would show in every attempt; take the best of three.
 				const n = 2000
-				var before, after runtime.MemStats
-				runtime.ReadMemStats(&before)
-				for range n {
-					if _, err := cl.RoundTrip(); err != nil {
-						t.Fatal(err)
+				best := uint64(1 << 62)
+				for range 3 {
+					var before, after runtime.MemStats
+					runtime.ReadMemStats(&before)
+					for range n {
+						if _, err := cl.RoundTrip(); err != nil {
+							t.Fatal(err)
+						}
 					}
+					runtime.ReadMemStats(&after)
+					best = min(best, after.Mallocs-before.Mallocs)
 				}
-				runtime.ReadMemStats(&after)
-				// Allow the runtime's own rare background allocations.
-				if a := after.Mallocs - before.Mallocs; a > 2 {
-					t.Fatalf("%d allocations in %d round trips", a, n)
+				if best > 2 {
+					t.Fatalf("%d allocations in %d round trips, in the best of three attempts", best, n)
 				}
 			})
 		}

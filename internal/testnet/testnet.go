@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -76,7 +77,7 @@ func NewPair(t testing.TB, cfg Config) *Pair {
 	for _, ns := range []*NS{p.A, p.B} {
 		run(t, "ip", "netns", "add", ns.Name)
 		name := ns.Name
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+		t.Cleanup(func() { deleteNS(t, name) })
 	}
 	q := max(cfg.Queues, 1)
 	args := []string{"link", "add", p.A.Link, "netns", p.A.Name}
@@ -103,6 +104,22 @@ func NewPair(t testing.TB, cfg Config) *Pair {
 		ns.MAC = mac
 	}
 	return p
+}
+
+// deleteNS removes a namespace, retrying while a process that entered it
+// through `ip netns exec` is still being torn down (its mount namespace
+// holds the bind mount, and the unlink fails until it is gone). A namespace
+// that outlives the retries fails the test.
+func deleteNS(t testing.TB, name string) {
+	var out []byte
+	for range 150 {
+		out, _ = exec.Command("ip", "netns", "del", name).CombinedOutput()
+		if _, err := os.Stat("/run/netns/" + name); os.IsNotExist(err) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("testnet: namespace %s left behind: %s", name, strings.TrimSpace(string(out)))
 }
 
 // Exec runs a command inside ns and returns its standard output; it fails
