@@ -70,7 +70,7 @@ func config(o backend.Options) (xskConfig, error) {
 // fitMemlock trims the UMEM to RLIMIT_MEMLOCK when the process lacks
 // CAP_IPC_LOCK (the kernel charges UMEM pages against that limit). A frame
 // count the user chose explicitly is never trimmed: it is an error instead.
-func fitMemlock(cfg *xskConfig, explicit bool, notes *[]string) error {
+func fitMemlock(cfg *xskConfig, sockets int, explicit bool, notes *[]string) error {
 	if hasCap(unix.CAP_IPC_LOCK) {
 		return nil
 	}
@@ -81,23 +81,25 @@ func fitMemlock(cfg *xskConfig, explicit bool, notes *[]string) error {
 	if rl.Cur == unix.RLIM_INFINITY {
 		return nil
 	}
+	// Each socket (one per bound queue) registers a UMEM of its own.
+	limit := rl.Cur / uint64(max(sockets, 1))
 	need := uint64(cfg.numFrames) * uint64(cfg.frameSize)
-	if need <= rl.Cur {
+	if need <= limit {
 		return nil
 	}
 	if explicit {
-		return fmt.Errorf("UMEM of %d frames x %d bytes = %d bytes exceeds RLIMIT_MEMLOCK (%d bytes) and the process lacks CAP_IPC_LOCK: grant CAP_IPC_LOCK, raise the limit (ulimit -l), or use fewer frames",
-			cfg.numFrames, cfg.frameSize, need, rl.Cur)
+		return fmt.Errorf("%d UMEM(s) of %d frames x %d bytes = %d bytes each exceed RLIMIT_MEMLOCK (%d bytes) and the process lacks CAP_IPC_LOCK: grant CAP_IPC_LOCK, raise the limit (ulimit -l), or use fewer frames",
+			sockets, cfg.numFrames, cfg.frameSize, need, rl.Cur)
 	}
 	n := cfg.numFrames
-	for n > 64 && uint64(n)*uint64(cfg.frameSize) > rl.Cur {
+	for n > 64 && uint64(n)*uint64(cfg.frameSize) > limit {
 		n /= 2
 	}
-	if uint64(n)*uint64(cfg.frameSize) > rl.Cur {
+	if uint64(n)*uint64(cfg.frameSize) > limit {
 		return fmt.Errorf("RLIMIT_MEMLOCK (%d bytes) is too small for the smallest UMEM (%d bytes) and the process lacks CAP_IPC_LOCK: grant CAP_IPC_LOCK or raise the limit (ulimit -l)",
 			rl.Cur, uint64(n)*uint64(cfg.frameSize))
 	}
-	*notes = append(*notes, fmt.Sprintf("UMEM trimmed to %d frames to fit RLIMIT_MEMLOCK of %d bytes (no CAP_IPC_LOCK)", n, rl.Cur))
+	*notes = append(*notes, fmt.Sprintf("UMEM trimmed to %d frames per socket to fit %d socket(s) in RLIMIT_MEMLOCK of %d bytes (no CAP_IPC_LOCK)", n, max(sockets, 1), rl.Cur))
 	cfg.numFrames = n
 	cfg.ringSize = min(cfg.ringSize, n/2)
 	return nil

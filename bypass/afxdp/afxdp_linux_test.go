@@ -180,7 +180,8 @@ func TestBothEndsAFXDP(t *testing.T) {
 	}
 	// Batch I/O: four out, four back.
 	for i := range msgs {
-		msgs[i].N = copy(msgs[i].Buf, fmt.Sprintf("batch %d", i))
+		n := copy(msgs[i].Buf, fmt.Sprintf("batch %d", i))
+		msgs[i].Buf = msgs[i].Buf[:n]
 		msgs[i].Addr = dst
 	}
 	if n, err := cli.WriteBatch(msgs); err != nil || n != len(msgs) {
@@ -633,5 +634,103 @@ func TestPeerWithChecksumOffload(t *testing.T) {
 	pingPong(t, kernelUDP(t, p.A), netip.AddrPortFrom(p.B.Addr, port), 20)
 	if st := srv.Stats(); st.DropUDPChecksum != 0 {
 		t.Fatalf("%d datagrams dropped for their checksum", st.DropUDPChecksum)
+	}
+}
+
+// TestLargeBatchesLeave: in copy mode one kick sends at most a kernel
+// batch (32 frames). A WriteBatch of 100 must reach the peer whole without
+// a later write to push the rest, also when the batch is larger than the
+// TX ring and the free frames.
+func TestLargeBatchesLeave(t *testing.T) {
+	p := newPair(t)
+	cli := listen(t, p.A, backend.Options{XDP: backend.XDPOptions{NumFrames: 64, RingSize: 32}})
+	var sink *net.UDPConn
+	if err := p.B.Do(func() (err error) {
+		sink, err = net.ListenUDP("udp4", &net.UDPAddr{IP: p.B.Addr.AsSlice(), Port: port})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	dst := netip.AddrPortFrom(p.B.Addr, port)
+	msgs := make([]backend.Message, 100)
+	for i := range msgs {
+		msgs[i] = backend.Message{Buf: fmt.Appendf(nil, "m%03d", i), Addr: dst}
+	}
+	if n, err := cli.WriteBatch(msgs); n != len(msgs) || err != nil {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+	buf := make([]byte, 64)
+	for i := range msgs {
+		sink.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, err := sink.Read(buf)
+		if err != nil {
+			t.Fatalf("datagram %d of %d never arrived: %v (stats %+v)", i, len(msgs), err, cli.Stats())
+		}
+		if want := fmt.Sprintf("m%03d", i); string(buf[:n]) != want {
+			t.Fatalf("datagram %d: %q, want %q", i, buf[:n], want)
+		}
+	}
+}
+
+// TestTimeoutWhileDropping: frames that arrive and are dropped must not
+// restart a read's timeout.
+func TestTimeoutWhileDropping(t *testing.T) {
+	p := newPair(t)
+	for _, wait := range []backend.WaitMode{backend.WaitSpin, backend.WaitBlock} {
+		t.Run(wait.String(), func(t *testing.T) {
+			srv := listen(t, p.B, backend.Options{Wait: wait, ReadTimeout: 100 * time.Millisecond})
+			var raw int
+			var ifindex int
+			if err := p.A.Do(func() (err error) {
+				ifi, err := net.InterfaceByName(p.A.Link)
+				if err != nil {
+					return err
+				}
+				ifindex = ifi.Index
+				raw, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(raw)
+			sll := &unix.SockaddrLinklayer{Ifindex: ifindex, Halen: 6}
+			copy(sll.Addr[:], p.B.MAC)
+			bad := malformed(t, p)[2].b // IP options: steered to the socket, then dropped
+			stop := make(chan struct{})
+			sent := make(chan int)
+			go func() {
+				n := 0
+				defer func() { sent <- n }()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(5 * time.Millisecond):
+					}
+					if n < 2000 && unix.Sendto(raw, bad, 0, sll) == nil {
+						n++
+					}
+				}
+			}()
+			done := make(chan error, 1)
+			go func() {
+				_, _, err := srv.ReadFrom(make([]byte, 64))
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				close(stop)
+				<-sent
+				if !errors.Is(err, backend.ErrTimeout) {
+					t.Fatalf("read ended with %v, want ErrTimeout", err)
+				}
+			case <-time.After(10 * time.Second):
+				close(stop)
+				<-sent
+				t.Fatalf("read still waiting after 10 s with a 100 ms timeout (dropped %d)", srv.Stats().DropIPOptions)
+			}
+			srv.Close()
+		})
 	}
 }

@@ -41,10 +41,12 @@ type Conn struct {
 	spin   bool
 	info   backend.Info
 
-	gate    gate.Gate // calls inside the rings; Close waits for them
-	timeout atomic.Int64
-	wake    int // eventfd that Close signals to wake a reader in poll(2)
-	pollfds []unix.PollFd
+	gate     gate.Gate // calls inside the rings; Close waits for them
+	timeout  atomic.Int64
+	wake     int // eventfd that Close signals to wake a reader in poll(2)
+	pollfds  []unix.PollFd
+	rts      unix.Timespec // reader-owned: ppoll's timeout
+	busyPoll bool          // spin loop drives NAPI with recvfrom (XDPOptions.BusyPoll)
 
 	// rx is reader-owned state; tx is writer-owned. The UMEM halves and
 	// rings each side touches are disjoint.
@@ -94,9 +96,6 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 		return nil, err
 	}
 	var notes []string
-	if err := fitMemlock(&cfg, o.XDP.NumFrames != 0, &notes); err != nil {
-		return nil, err
-	}
 	// Netlink sockets belong to the namespace they are opened in: open the
 	// resolver now, so that next-hop lookups from any thread see this one.
 	res, err := nexthop.NewResolver()
@@ -129,6 +128,9 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 		}
 	}
 	cfg.ifindex = ifi.Index
+	if err := fitMemlock(&cfg, len(queues), o.XDP.NumFrames != 0, &notes); err != nil {
+		return nil, err
+	}
 
 	src, subnet, err := ipv4Of(ifi)
 	if err != nil {
@@ -139,15 +141,16 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 	}
 
 	c := &Conn{
-		ifi:    ifi,
-		laddr:  netip.AddrPortFrom(laddr.Addr().Unmap(), laddr.Port()),
-		src:    src,
-		subnet: subnet,
-		queues: queues,
-		spin:   o.Wait != backend.WaitBlock,
-		mcast:  -1,
-		wake:   -1,
-		res:    res,
+		ifi:      ifi,
+		laddr:    netip.AddrPortFrom(laddr.Addr().Unmap(), laddr.Port()),
+		src:      src,
+		subnet:   subnet,
+		queues:   queues,
+		spin:     o.Wait != backend.WaitBlock,
+		busyPoll: o.XDP.BusyPoll && o.Wait != backend.WaitBlock,
+		mcast:    -1,
+		wake:     -1,
+		res:      res,
 	}
 	owned = true
 	copy(c.mac[:], ifi.HardwareAddr)
@@ -181,7 +184,9 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 		if err := c.steer.setSocket(q, x.fd); err != nil {
 			return nil, err
 		}
-		notes = append(notes, applyBusyPoll(x.fd, o)...)
+		if o.XDP.BusyPoll {
+			notes = append(notes, applyBusyPoll(x.fd, o)...)
+		}
 	}
 	c.x = c.socks[0]
 	for _, x := range c.socks {
@@ -273,10 +278,11 @@ func (c *Conn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 		return 0, netip.AddrPort{}, backend.ErrClosed
 	}
 	defer c.gate.Exit()
+	var start time.Time // when this read began to wait, for its timeout
 	for {
 		x := c.ready()
 		if x == nil {
-			if err := c.wait(); err != nil {
+			if err := c.wait(&start); err != nil {
 				return 0, netip.AddrPort{}, err
 			}
 			continue
@@ -337,10 +343,11 @@ func (c *Conn) ReadBatch(msgs []backend.Message) (int, error) {
 	}
 	defer c.gate.Exit()
 	got := 0
+	var start time.Time // when this read began to wait, for its timeout
 	for got == 0 {
 		x := c.ready()
 		if x == nil {
-			if err := c.wait(); err != nil {
+			if err := c.wait(&start); err != nil {
 				return 0, err
 			}
 			continue
@@ -379,10 +386,12 @@ func (c *Conn) fillOne(x *xsk, addr uint64) {
 	x.fill.cachedProd++
 }
 
-// wait is called when the RX ring is empty. In spin mode it returns at once
-// (after the periodic closed and timeout checks); in block mode it sleeps
-// in poll(2).
-func (c *Conn) wait() error {
+// wait is called when the RX ring is empty. In spin mode it polls the
+// rings until a frame arrives; in block mode it sleeps in ppoll(2). start is
+// when the read began to wait (zero until then): it carries over the calls
+// of one read, so that frames dropped along the way do not restart the
+// timeout.
+func (c *Conn) wait(start *time.Time) error {
 	if c.gate.Closed() {
 		return backend.ErrClosed
 	}
@@ -395,20 +404,28 @@ func (c *Conn) wait() error {
 	}
 	to := time.Duration(c.timeout.Load())
 	if c.spin {
-		return c.spinWait(to)
+		return c.spinWait(to, start)
 	}
-	ms := -1
+	var ts unsafe.Pointer // nil: no timeout
 	if to > 0 {
-		ms = int((to + time.Millisecond - 1) / time.Millisecond)
+		if start.IsZero() {
+			*start = time.Now()
+		}
+		left := to - time.Since(*start)
+		if left <= 0 {
+			return backend.ErrTimeout
+		}
+		c.rts = unix.NsecToTimespec(int64(left))
+		ts = unsafe.Pointer(&c.rts)
 	}
 	fds := c.pollfds
 	for {
-		r, _, e := syscall.Syscall(unix.SYS_POLL, uintptr(unsafe.Pointer(&fds[0])), uintptr(len(fds)), uintptr(ms))
+		r, _, e := syscall.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), uintptr(len(fds)), uintptr(ts), 0, 0, 0)
 		if e == unix.EINTR {
 			continue
 		}
 		if e != 0 {
-			return os.NewSyscallError("poll", e)
+			return os.NewSyscallError("ppoll", e)
 		}
 		if c.gate.Closed() {
 			return backend.ErrClosed
@@ -420,11 +437,11 @@ func (c *Conn) wait() error {
 	}
 }
 
-// spinWait polls the RX ring's producer index until a frame arrives, the
+// spinWait polls the RX rings' producer indexes until a frame arrives, the
 // connection closes, or the timeout passes. The clock is read once per 64
-// empty polls.
-func (c *Conn) spinWait(to time.Duration) error {
-	var start time.Time
+// empty polls. With busy polling on, each empty poll also calls recvfrom,
+// which lets the kernel run the NIC queue's NAPI poll in this thread.
+func (c *Conn) spinWait(to time.Duration, start *time.Time) error {
 	for spins := uint32(1); ; spins++ {
 		if c.ready() != nil {
 			c.next-- // let the caller take the frame ready() found
@@ -432,6 +449,11 @@ func (c *Conn) spinWait(to time.Duration) error {
 				c.next = len(c.socks) - 1
 			}
 			return nil
+		}
+		if c.busyPoll {
+			for _, x := range c.socks {
+				syscall.RawSyscall6(unix.SYS_RECVFROM, uintptr(x.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+			}
 		}
 		if spins&63 != 0 {
 			continue
@@ -443,8 +465,8 @@ func (c *Conn) spinWait(to time.Duration) error {
 			continue
 		}
 		if start.IsZero() {
-			start = time.Now()
-		} else if time.Since(start) >= to {
+			*start = time.Now()
+		} else if time.Since(*start) >= to {
 			return backend.ErrTimeout
 		}
 	}
@@ -473,7 +495,7 @@ func (c *Conn) WriteBatch(msgs []backend.Message) (int, error) {
 	defer c.gate.Exit()
 	n := 0
 	for i := range msgs {
-		if err := c.queueTx(msgs[i].Payload(), msgs[i].Addr); err != nil {
+		if err := c.queueTx(msgs[i].Buf, msgs[i].Addr); err != nil {
 			if n > 0 {
 				c.flush()
 			}
@@ -490,6 +512,20 @@ var errNotIPv4 = fmt.Errorf("afxdp: %w: destination is not IPv4", backend.ErrNot
 
 var errNoFrames = fmt.Errorf("afxdp: %w: no free TX frame", backend.ErrRingFull)
 
+// errLinkDown is returned by a transmit while the interface is down.
+var errLinkDown = fmt.Errorf("afxdp: transmit: %w (interface down)", os.NewSyscallError("sendto", unix.ENETDOWN))
+
+// maxKicks bounds the kicks one write spends waiting for the kernel to
+// drain the TX ring or complete frames.
+const maxKicks = 1024
+
+func (c *Conn) txErr(e syscall.Errno) error {
+	if e == unix.ENETDOWN {
+		return errLinkDown
+	}
+	return os.NewSyscallError("sendto", e)
+}
+
 func (c *Conn) queueTx(b []byte, to netip.AddrPort) error {
 	if len(b) > c.tx.maxPayload {
 		return backend.ErrMessageTooLong
@@ -499,8 +535,12 @@ func (c *Conn) queueTx(b []byte, to netip.AddrPort) error {
 	}
 	mac, ok := c.tx.neigh.lookup(to.Addr())
 	if !ok {
+		if err := c.tx.neigh.recentFailure(to.Addr()); err != nil {
+			return err
+		}
 		var err error
 		if mac, err = c.resolve(to.Addr()); err != nil {
+			c.tx.neigh.fail(to.Addr(), err)
 			return err
 		}
 		c.tx.neigh.insert(to.Addr(), mac)
@@ -508,15 +548,20 @@ func (c *Conn) queueTx(b []byte, to netip.AddrPort) error {
 	x := c.x
 	if len(x.txFree) == 0 || x.tx.free(1) == 0 {
 		x.reap()
-		for tries := 0; len(x.txFree) == 0 || x.tx.free(1) == 0; tries++ {
+		if len(x.txFree) == 0 || x.tx.free(1) == 0 {
+			// Full: publish what this call queued so far, so that the
+			// kernel has something to send and complete, and kick it.
 			c.st.txFull.Add(1)
-			if tries == 1024 {
-				return errNoFrames
+			x.tx.submit(0)
+			for tries := 0; len(x.txFree) == 0 || x.tx.free(1) == 0; tries++ {
+				if tries == maxKicks {
+					return errNoFrames
+				}
+				if e := x.kick(); e != 0 {
+					return c.txErr(e)
+				}
+				x.reap()
 			}
-			if e := x.kick(); e != 0 {
-				return os.NewSyscallError("sendto", e)
-			}
-			x.reap()
 		}
 	}
 	addr := x.txFree[len(x.txFree)-1]
@@ -536,7 +581,18 @@ func (c *Conn) flush() error {
 	if !x.needWakeup || x.tx.needWakeup() {
 		c.st.wakeups.Add(1)
 		if e := x.kick(); e != 0 {
-			return os.NewSyscallError("sendto", e)
+			return c.txErr(e)
+		}
+		// In copy mode each kick sends at most one kernel batch: kick
+		// until the kernel has taken every descriptor.
+		for tries := 0; x.copyMode && x.pending(); tries++ {
+			if tries == maxKicks {
+				return errNoFrames
+			}
+			c.st.wakeups.Add(1)
+			if e := x.kick(); e != 0 {
+				return c.txErr(e)
+			}
 		}
 	}
 	x.reap()
@@ -595,12 +651,22 @@ func (c *Conn) JoinGroup(group netip.Addr) error {
 func (c *Conn) LocalAddr() netip.AddrPort { return c.laddr }
 func (c *Conn) Info() backend.Info        { return c.info }
 
-// Stats returns the connection's counters.
+// Stats returns the connection's counters, with the kernel's own counts
+// for each socket (XDP_STATISTICS: one getsockopt per socket per call).
 func (c *Conn) Stats() backend.Stats {
 	s := &c.st
 	out := backend.Stats{
 		RxPackets: s.rx.Load(), TxPackets: s.tx.Load(), RxTrunc: s.trunc.Load(),
 		FillRingEmpty: s.fillEmpty.Load(), TxRingFull: s.txFull.Load(), Wakeups: s.wakeups.Load(),
+	}
+	if c.gate.Enter() {
+		for _, x := range c.socks {
+			if k, err := x.statistics(); err == nil {
+				out.KernelDropped += k.Rx_dropped + k.Rx_ring_full + k.Rx_invalid_descs + k.Tx_invalid_descs
+				out.FillRingEmpty += k.Rx_fill_ring_empty_descs
+			}
+		}
+		c.gate.Exit()
 	}
 	c.rx.Drops().AddTo(&out)
 	return out

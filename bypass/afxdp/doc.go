@@ -27,6 +27,6 @@
 // addressed elsewhere is dropped and counted, never handed on. Frames to
 // send are built in place in the UMEM with the IPv4 and UDP checksums
 // computed in software; the destination MAC comes from the kernel's route
-// and neighbour tables (package bypass/internal/nexthop), or from the last
-// frame received from that address.
+// and neighbour tables (package bypass/internal/nexthop), once per
+// destination.
 package afxdp

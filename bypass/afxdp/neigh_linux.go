@@ -4,6 +4,7 @@ package afxdp
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/lowlat/lowlat/bypass/internal/frame"
 )
@@ -11,11 +12,32 @@ import (
 // neighCache maps IPv4 destinations to next-hop MACs for the writer. It is
 // a small array scanned linearly, most recent first: a latency-critical
 // service talks to few peers, and a scan of a few entries beats a map.
-// Entries come from the kernel's neighbour table (resolveNextHop) or are
-// learned from received frames.
+// Entries come from the kernel's route and neighbour tables; a destination
+// that could not be resolved is remembered for a second (failed), so that a
+// peer nobody can reach does not stall every send for the resolve timeout.
 type neighCache struct {
 	ents [neighSlots]neighEnt
 	n    int
+
+	failed     netip.Addr // the last destination that could not be resolved
+	failedErr  error
+	failedTill time.Time
+}
+
+// failTTL is how long a failed resolution is remembered.
+const failTTL = time.Second
+
+// recentFailure returns the error of a resolution of a that failed less
+// than failTTL ago.
+func (nc *neighCache) recentFailure(a netip.Addr) error {
+	if nc.failedErr != nil && nc.failed == a && time.Now().Before(nc.failedTill) {
+		return nc.failedErr
+	}
+	return nil
+}
+
+func (nc *neighCache) fail(a netip.Addr, err error) {
+	nc.failed, nc.failedErr, nc.failedTill = a, err, time.Now().Add(failTTL)
 }
 
 type neighEnt struct {

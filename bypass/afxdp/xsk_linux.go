@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -42,6 +43,7 @@ type xsk struct {
 	tx   descRing
 
 	bindMode   string // "zerocopy" or "copy"
+	copyMode   bool   // bound in copy mode: each kick transmits one kernel batch
 	needWakeup bool   // bound with XDP_USE_NEED_WAKEUP
 
 	txFree []uint64 // TX frames not in flight (a stack)
@@ -89,7 +91,7 @@ func openXSK(cfg xskConfig) (_ *xsk, err error) {
 	undo = append(undo, func() { unix.Close(fd) })
 	x := &xsk{fd: fd, frameSize: cfg.frameSize, numFrames: cfg.numFrames}
 
-	size := int(cfg.numFrames * cfg.frameSize)
+	size := int(uint64(cfg.numFrames) * uint64(cfg.frameSize))
 	x.umem, err = unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("mmap UMEM of %d bytes: %w", size, os.NewSyscallError("mmap", err))
@@ -210,6 +212,7 @@ func (x *xsk) bind(cfg xskConfig) error {
 		}
 		if err == nil {
 			x.bindMode = mode
+			x.copyMode = mode == "copy"
 			x.needWakeup = cfg.needWakeup
 			return nil
 		}
@@ -238,16 +241,23 @@ func (x *xsk) chunk(addr uint64) []byte {
 }
 
 // kick asks the kernel to process the TX ring: sendto with no data. In
-// copy mode this is what transmits the frames.
+// copy mode this is what transmits the frames, at most a kernel batch (32)
+// per call; EAGAIN then means frames remain and another kick sends them.
 func (x *xsk) kick() syscall.Errno {
 	_, _, e := syscall.RawSyscall6(unix.SYS_SENDTO, uintptr(x.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	switch e {
-	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
-		// EAGAIN/EBUSY: the kernel is already processing the ring; the
+	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS:
+		// EBUSY, ENOBUFS: the kernel is busy or short of memory; the
 		// frames stay queued and go with the next kick.
 		return 0
 	}
 	return e
+}
+
+// pending reports whether the kernel has not yet taken every descriptor
+// published on the TX ring.
+func (x *xsk) pending() bool {
+	return atomic.LoadUint32(x.tx.consumer) != x.tx.cachedProd
 }
 
 // reap moves completed TX frames back to the free stack.

@@ -114,6 +114,13 @@ type XDPOptions struct {
 	RingSize int
 	// NeedWakeup asks for XDP_USE_NEED_WAKEUP ("auto", "on", "off").
 	NeedWakeup string
+	// BusyPoll sets SO_PREFER_BUSY_POLL, SO_BUSY_POLL and
+	// SO_BUSY_POLL_BUDGET on the AF_XDP sockets (from BusyPollUS and
+	// BusyPollBudget) and makes the spin loop call recvfrom on every empty
+	// poll, so that the NIC queue's NAPI runs in the reading thread. Use it
+	// with a driver that has NAPI (not veth) and, for interrupts to stay
+	// off, the interface's napi_defer_hard_irqs and gro_flush_timeout set.
+	BusyPoll bool
 }
 
 // Validate checks o without touching the system.
@@ -204,6 +211,7 @@ var EnvVars = []struct{ Name, Help string }{
 	{"LOWLAT_XDP_BIND", "AF_XDP bind mode: auto, zerocopy or copy"},
 	{"LOWLAT_XDP_FRAMES", "UMEM frame count"},
 	{"LOWLAT_XDP_RING", "AF_XDP ring size"},
+	{"LOWLAT_XDP_BUSY_POLL", "1: AF_XDP busy polling driven from the spin loop"},
 }
 
 // FromEnv returns base with the LOWLAT_* variables applied over it, using
@@ -264,6 +272,13 @@ func FromEnv(base Options, lookup func(string) (string, bool)) (Options, error) 
 	str("LOWLAT_IFACE", &o.Interface)
 	str("LOWLAT_XDP_MODE", &o.XDP.Mode)
 	str("LOWLAT_XDP_BIND", &o.XDP.Bind)
+	if v, ok := lookup("LOWLAT_XDP_BUSY_POLL"); ok {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return base, fmt.Errorf("LOWLAT_XDP_BUSY_POLL=%q: %w", v, err)
+		}
+		o.XDP.BusyPoll = b
+	}
 	if err := o.Validate(); err != nil {
 		return base, fmt.Errorf("LOWLAT_* environment: %w", err)
 	}

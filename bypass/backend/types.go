@@ -9,22 +9,18 @@ import (
 	"time"
 )
 
-// Message is one datagram in a batch. On read, Buf is the caller's buffer,
-// N is set to the number of bytes received and Addr to the sender. On write,
-// Buf[:N] is sent to Addr (N == 0 means all of Buf).
+// Message is one datagram in a batch. On read, Buf is the caller's buffer;
+// the read sets N to the number of bytes received and Addr to the sender.
+// On write, Buf is sent as given (slice it to the payload) to Addr, and N is
+// ignored: a zero-length Buf sends an empty datagram.
 type Message struct {
 	Buf  []byte
 	N    int
 	Addr netip.AddrPort
 }
 
-// Payload returns the bytes a write sends or a read received.
-func (m *Message) Payload() []byte {
-	if m.N == 0 {
-		return m.Buf
-	}
-	return m.Buf[:m.N]
-}
+// Payload returns what a write sends: Buf as given.
+func (m *Message) Payload() []byte { return m.Buf }
 
 // PacketConn is a UDP endpoint bound to a local address.
 type PacketConn interface {
@@ -139,6 +135,7 @@ type Stats struct {
 	DropNotOurs     uint64 // wrong destination MAC, IP or port, or not UDP
 	DropLength      uint64 // IPv4 or UDP length disagrees with the frame
 
+	KernelDropped uint64 // afxdp: frames the kernel dropped for this socket (RX ring full, bad descriptors)
 	FillRingEmpty uint64 // afxdp: times the fill ring had no free frame to give
 	TxRingFull    uint64 // afxdp: transmits that found the TX ring full
 	Wakeups       uint64 // afxdp: sendto/poll kicks issued to the kernel
