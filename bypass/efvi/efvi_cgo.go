@@ -194,7 +194,20 @@ static void ll_release(struct ll_q* q, const uint32_t* ids, int n) {
 
 // ll_send sends frames already built in their buffers: through CTPIO with
 // the buffer as the fallback descriptor when the VI has CTPIO, else as DMA
-// descriptors pushed once at the end.
+// descriptors pushed once at the end. It returns how many of the n frames
+// it sent; the rest were not sent at all.
+//
+// A CTPIO send is two calls: ef_vi_transmit_ctpio pushes the frame towards
+// the wire at once, and ef_vi_transmit_ctpio_fallback, which must follow it
+// before any other send on the VI, posts the same frame as a DMA
+// descriptor that the adapter sends if the CTPIO send fails and that
+// carries the completion. The fallback needs a slot in the TX ring and
+// fails with -EAGAIN when there is none, by which time the CTPIO frame may
+// already be on the wire. So the ring's space is checked first and the
+// batch stops before the CTPIO write, never between the two calls. (On X3,
+// ef_vi_transmit_ctpio writes nothing when the cut-through FIFO lacks room
+// and the fallback then tries a plain send, so a fallback that fails there
+// also means the frame was not sent.)
 static int ll_send(struct ll_q* q, const struct ll_tx* d, int n) {
 	struct ll_dev* dev = q->dev;
 	int k;
@@ -202,6 +215,8 @@ static int ll_send(struct ll_q* q, const struct ll_tx* d, int n) {
 		size_t off = (size_t)d[k].id * dev->buf_size;
 		ef_addr a = ef_memreg_dma_addr(&dev->mr, off);
 		if (q->ctpio) {
+			if (ef_vi_transmit_space(&q->vi) < 1)
+				break;
 			ef_vi_transmit_ctpio(&q->vi, dev->mem + off, d[k].len, q->ct_threshold);
 			if (ef_vi_transmit_ctpio_fallback(&q->vi, a, d[k].len, d[k].id) < 0)
 				break;

@@ -107,7 +107,9 @@ type txQueue interface {
 	// poll moves completion records (evTX, evTXError) into evs.
 	poll(evs []event) int
 	// send queues frames already written into their buffers and returns
-	// how many it took; it stops early only when the ring is full.
+	// how many it took; it stops early only when the ring is full, and the
+	// frames after those it took were not sent at all (not even in part,
+	// through CTPIO), so the caller may send them again.
 	send(d []txDesc) int
 	close() error
 }
