@@ -107,7 +107,7 @@ var _ backend.PacketConn = (*Conn)(nil)
 var (
 	errNotIPv4  = fmt.Errorf("efvi: %w: destination is not IPv4", backend.ErrNotSupported)
 	errNoBuffer = fmt.Errorf("efvi: %w: every TX buffer is in flight and none completed", backend.ErrRingFull)
-	errTxFull   = fmt.Errorf("efvi: %w: the adapter's TX ring took fewer frames than it had room for", backend.ErrRingFull)
+	errTxFull   = fmt.Errorf("efvi: %w: the adapter's TX ring had no slot for the rest of the batch (not sent)", backend.ErrRingFull)
 	txErrs      = [...]error{
 		txErrRights: errors.New("efvi: TX_ERROR: rights (the buffer is not registered in the VI's protection domain)"),
 		txErrOflow:  errors.New("efvi: TX_ERROR: overflow of the transmit path"),
@@ -406,7 +406,10 @@ func (c *Conn) WriteBatch(msgs []backend.Message) (int, error) {
 	}
 	sent := 0
 	for i := range msgs {
-		if len(c.tx.descs) == cap(c.tx.descs) {
+		// Send what is staged when the batch is full, or before stage
+		// waits for a free buffer: the frames staged so far go first and
+		// count in sent whatever stage then finds.
+		if len(c.tx.descs) == cap(c.tx.descs) || len(c.tx.descs) > 0 && len(c.tx.free) == 0 {
 			n, err := c.flushTX()
 			sent += n
 			if err != nil {
@@ -414,7 +417,11 @@ func (c *Conn) WriteBatch(msgs []backend.Message) (int, error) {
 			}
 		}
 		if err := c.stage(msgs[i].Payload(), msgs[i].Addr); err != nil {
-			n, _ := c.flushTX()
+			n, ferr := c.flushTX()
+			if ferr != nil {
+				// msgs[sent+n] is one the ring refused, not msgs[i].
+				err = ferr
+			}
 			return sent + n, err
 		}
 	}
@@ -435,7 +442,9 @@ func (c *Conn) takeTxErr() error {
 const spinBudget = 1 << 16
 
 // stage builds one frame in a free TX buffer and queues its descriptor
-// without sending it.
+// without sending it. When no buffer is free it reaps completions, so the
+// caller sends what is staged first (stage itself never sends: the caller
+// counts what was sent).
 func (c *Conn) stage(b []byte, to netip.AddrPort) error {
 	t := &c.tx
 	if len(b) > t.maxPayload {
@@ -453,11 +462,6 @@ func (c *Conn) stage(b []byte, to netip.AddrPort) error {
 		t.neigh.insert(to.Addr(), mac)
 	}
 	if len(t.free) == 0 {
-		if len(t.descs) > 0 {
-			if _, err := c.flushTX(); err != nil {
-				return err
-			}
-		}
 		c.reap()
 		for tries := 0; len(t.free) == 0; tries++ {
 			if tries == 0 {

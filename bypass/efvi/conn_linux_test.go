@@ -514,3 +514,48 @@ func BenchmarkEchoFake(b *testing.B) {
 		echo(b, h, in, buf)
 	}
 }
+
+// TestShortSendMidBatchCounted fills the ring partway, then writes a batch
+// that runs out of free TX buffers while frames are staged: the frames the
+// adapter took before it stopped are counted in WriteBatch's result, so a
+// caller that retries from there sends none of them twice.
+func TestShortSendMidBatchCounted(t *testing.T) {
+	h := newHarness(t, false)
+	h.tx.record = true
+	msgs := make([]backend.Message, 8)
+	for i := range msgs {
+		msgs[i] = backend.Message{Buf: []byte{byte(i)}, Addr: peerAddr}
+	}
+	// 12 of the 16 buffers in flight: the next batch stages 4, then finds
+	// no free buffer and must send what it staged before waiting.
+	if n, err := h.c.WriteBatch(msgs); n != 8 || err != nil {
+		t.Fatalf("first batch: %d, %v", n, err)
+	}
+	if n, err := h.c.WriteBatch(msgs[:4]); n != 4 || err != nil {
+		t.Fatalf("second batch: %d, %v", n, err)
+	}
+	// The adapter's ring has room for 2 more: of the 4 staged, 2 go.
+	h.tx.ring = 14
+	h.tx.sent = nil
+	n, err := h.c.WriteBatch(msgs)
+	if n != 2 || !errors.Is(err, backend.ErrRingFull) {
+		t.Fatalf("WriteBatch with 2 ring slots left = %d, %v; want 2 and ErrRingFull", n, err)
+	}
+	if len(h.tx.sent) != n {
+		t.Fatalf("adapter took %d frames, WriteBatch reported %d", len(h.tx.sent), n)
+	}
+	// Every buffer is in flight: the staged ones are sent, none is free.
+	h.tx.ring = 64
+	h.tx.sent = nil
+	n, err = h.c.WriteBatch(msgs)
+	if len(h.tx.sent) != n || !errors.Is(err, backend.ErrRingFull) {
+		t.Fatalf("WriteBatch with every buffer in flight = %d, %v; adapter took %d", n, err, len(h.tx.sent))
+	}
+	// Completions free them all; a retry from n sends the rest once each.
+	h.tx.complete(testTxBufs)
+	h.tx.sent = nil
+	m, err := h.c.WriteBatch(msgs[n:])
+	if err != nil || m != len(msgs)-n || len(h.tx.sent) != m {
+		t.Fatalf("retry = %d, %v; adapter took %d", m, err, len(h.tx.sent))
+	}
+}
