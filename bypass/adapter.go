@@ -3,6 +3,7 @@ package bypass
 import (
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
@@ -11,14 +12,16 @@ import (
 // deadlines into timeouts at each call, so keep it off hot paths.
 func NetPacketConn(c PacketConn) net.PacketConn { return &netPacketConn{c: c} }
 
+// A deadline set while a read waits applies from the next read on: the
+// read already waiting keeps the timeout it started with.
 type netPacketConn struct {
 	c        PacketConn
-	deadline time.Time
+	deadline atomic.Int64 // UnixNano; 0: none
 }
 
 func (p *netPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	if !p.deadline.IsZero() {
-		d := time.Until(p.deadline)
+	if dl := p.deadline.Load(); dl != 0 {
+		d := time.Until(time.Unix(0, dl))
 		if d <= 0 {
 			return 0, nil, opErr("read", ErrTimeout)
 		}
@@ -58,10 +61,11 @@ func (p *netPacketConn) LocalAddr() net.Addr { return net.UDPAddrFromAddrPort(p.
 func (p *netPacketConn) SetDeadline(t time.Time) error { return p.SetReadDeadline(t) }
 
 func (p *netPacketConn) SetReadDeadline(t time.Time) error {
-	p.deadline = t
 	if t.IsZero() {
+		p.deadline.Store(0)
 		return p.c.SetReadTimeout(0)
 	}
+	p.deadline.Store(t.UnixNano())
 	return nil
 }
 

@@ -638,10 +638,13 @@ func (c *Conn) JoinGroup(group netip.Addr) error {
 	if err := unix.SetsockoptIPMreqn(c.mcast, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
 		return fmt.Errorf("join group %v on %s: %w", group, c.ifi.Name, os.NewSyscallError("setsockopt IP_ADD_MEMBERSHIP", err))
 	}
+	leave := func() { unix.SetsockoptIPMreqn(c.mcast, unix.IPPROTO_IP, unix.IP_DROP_MEMBERSHIP, mreq) }
 	if err := c.steer.addFlow(keyFor(group, c.laddr.Port())); err != nil {
+		leave()
 		return fmt.Errorf("join group %v: %w", group, err)
 	}
 	if err := c.rx.Join(group); err != nil {
+		leave()
 		return fmt.Errorf("join group %v: %w", group, err)
 	}
 	c.groups = append(c.groups, group)

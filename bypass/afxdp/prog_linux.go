@@ -162,7 +162,7 @@ func attach(ifindex, queues int, mode, driver string) (_ *steering, err error) {
 		Instructions: program(s.flows, s.xsks),
 	})
 	if err != nil {
-		return nil, priv.Wrap("load XDP program", "CAP_BPF and CAP_NET_ADMIN", err)
+		return nil, priv.Wrap("load XDP program", "CAP_BPF,CAP_NET_ADMIN", err)
 	}
 	modes := []string{mode}
 	if mode == "" || mode == "auto" {

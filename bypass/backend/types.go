@@ -19,9 +19,6 @@ type Message struct {
 	Addr netip.AddrPort
 }
 
-// Payload returns what a write sends: Buf as given.
-func (m *Message) Payload() []byte { return m.Buf }
-
 // PacketConn is a UDP endpoint bound to a local address.
 type PacketConn interface {
 	// ReadFrom receives one datagram into b. A datagram longer than b is

@@ -416,7 +416,7 @@ func (c *Conn) WriteBatch(msgs []backend.Message) (int, error) {
 				return sent, err
 			}
 		}
-		if err := c.stage(msgs[i].Payload(), msgs[i].Addr); err != nil {
+		if err := c.stage(msgs[i].Buf, msgs[i].Addr); err != nil {
 			n, ferr := c.flushTX()
 			if ferr != nil {
 				// msgs[sent+n] is one the ring refused, not msgs[i].

@@ -238,8 +238,8 @@ func TestX3RxRefAndDiscards(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("ReadBatch = %d, %v", n, err)
 	}
-	if string(msgs[0].Payload()) != "x3" || string(msgs[1].Payload()) != "x3 again" {
-		t.Fatalf("got %q, %q", msgs[0].Payload(), msgs[1].Payload())
+	if string(msgs[0].Buf[:msgs[0].N]) != "x3" || string(msgs[1].Buf[:msgs[1].N]) != "x3 again" {
+		t.Fatalf("got %q, %q", msgs[0].Buf[:msgs[0].N], msgs[1].Buf[:msgs[1].N])
 	}
 	h.c.flushRX()
 	if i := slices.Index(h.rx.live, true); i >= 0 {

@@ -134,6 +134,51 @@ func TestUDPTimeoutAndClose(t *testing.T) {
 	}
 }
 
+func TestUDPBatchCloseAndChunks(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			o := m.o
+			o.BatchSize = 4
+			a, err := m.b.ListenUDP(lo, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			b := open(t, m)
+			// More messages than the batch size: all are sent.
+			out := make([]backend.Message, 10)
+			for i := range out {
+				out[i] = backend.Message{Buf: []byte{byte(i)}, Addr: b.LocalAddr()}
+			}
+			if n, err := a.WriteBatch(out); n != len(out) || err != nil {
+				t.Fatalf("WriteBatch of %d with batch size 4 = %d, %v", len(out), n, err)
+			}
+			buf := make([]byte, 8)
+			for i := range out {
+				if n, _, err := b.ReadFrom(buf); err != nil || n != 1 || buf[0] != byte(i) {
+					t.Fatalf("message %d: %v %v", i, buf[:n], err)
+				}
+			}
+			// A batch read woken by Close reports ErrClosed, not an empty
+			// datagram from nowhere.
+			in := []backend.Message{{Buf: make([]byte, 8)}}
+			b.SetReadTimeout(0)
+			done := make(chan error, 1)
+			go func() { _, err := b.ReadBatch(in); done <- err }()
+			time.Sleep(20 * time.Millisecond)
+			b.Close()
+			select {
+			case err := <-done:
+				if !errors.Is(err, backend.ErrClosed) {
+					t.Fatalf("ReadBatch woken by Close: %v, want ErrClosed", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close did not wake ReadBatch")
+			}
+		})
+	}
+}
+
 func TestTCPMessages(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {

@@ -43,14 +43,24 @@ func preemptLeaf() {}
 // as the socket's mode says: spinning with MSG_DONTWAIT, or blocking in the
 // kernel. Pointer arguments stay unsafe.Pointer until the syscall expression
 // so that the runtime keeps them valid.
-func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4 unsafe.Pointer, a5 uintptr, read bool) (uintptr, syscall.Errno) {
+//
+// The sixth argument is p5 when it is not nil (recvfrom's address length),
+// else a5 (sendto's address length): a pointer must reach the syscall
+// expression as an unsafe.Pointer to be kept valid.
+func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4, p5 unsafe.Pointer, a5 uintptr, read bool) (uintptr, syscall.Errno) {
 	if !s.gate.Enter() {
 		return 0, unix.EBADF
 	}
 	defer s.gate.Exit()
 	if !s.spin {
 		for {
-			r, _, e := syscall.Syscall6(trap, uintptr(s.fd), uintptr(p1), n, flags, uintptr(p4), a5)
+			var r uintptr
+			var e syscall.Errno
+			if p5 != nil {
+				r, _, e = syscall.Syscall6(trap, uintptr(s.fd), uintptr(p1), n, flags, uintptr(p4), uintptr(p5))
+			} else {
+				r, _, e = syscall.Syscall6(trap, uintptr(s.fd), uintptr(p1), n, flags, uintptr(p4), a5)
+			}
 			if e == unix.EINTR {
 				continue
 			}
@@ -68,7 +78,13 @@ func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4 unsafe
 	// Counting from 1, the clock is first read after 64 empty polls: a
 	// reply that is already on its way costs no clock read.
 	for spins := uint32(1); ; spins++ {
-		r, _, e := syscall.RawSyscall6(trap, uintptr(s.fd), uintptr(p1), n, flags, uintptr(p4), a5)
+		var r uintptr
+		var e syscall.Errno
+		if p5 != nil {
+			r, _, e = syscall.RawSyscall6(trap, uintptr(s.fd), uintptr(p1), n, flags, uintptr(p4), uintptr(p5))
+		} else {
+			r, _, e = syscall.RawSyscall6(trap, uintptr(s.fd), uintptr(p1), n, flags, uintptr(p4), a5)
+		}
 		if e != unix.EAGAIN && e != unix.EINTR {
 			return r, e
 		}

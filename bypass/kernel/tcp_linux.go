@@ -43,7 +43,12 @@ func (BusyPoll) ListenTCP(laddr netip.AddrPort, o backend.Options) (backend.Stre
 	return listenTCP(laddr, o, "busypoll", o.Wait != backend.WaitBlock, true)
 }
 
-// TCPStream is a connected TCP socket with TCP_NODELAY and TCP_QUICKACK.
+// TCPStream is a connected TCP socket with TCP_NODELAY set, and
+// TCP_QUICKACK set once at setup. Linux clears quick-ack mode again as it
+// sees fit; in request/response traffic the reply carries the ACK, so the
+// stream does not re-arm it per read (that would be a syscall a message).
+// Connect has no timeout of its own, and a spinning write to a peer that
+// stopped reading spins until the peer reads or Close is called.
 type TCPStream struct {
 	sock
 	laddr, raddr netip.AddrPort
@@ -146,7 +151,7 @@ func (s *TCPStream) recv(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	r, e := s.call(unix.SYS_RECVFROM, unsafe.Pointer(&b[0]), uintptr(len(b)), 0, nil, 0, true)
+	r, e := s.call(unix.SYS_RECVFROM, unsafe.Pointer(&b[0]), uintptr(len(b)), 0, nil, nil, 0, true)
 	if e != 0 {
 		return 0, s.mapErr("recvfrom", e)
 	}
@@ -210,7 +215,7 @@ func (s *TCPStream) ReadMsg(b []byte) (int, error) {
 func (s *TCPStream) Write(b []byte) (int, error) {
 	sent := 0
 	for sent < len(b) {
-		r, e := s.call(unix.SYS_SENDTO, unsafe.Pointer(&b[sent]), uintptr(len(b)-sent), unix.MSG_NOSIGNAL, nil, 0, false)
+		r, e := s.call(unix.SYS_SENDTO, unsafe.Pointer(&b[sent]), uintptr(len(b)-sent), unix.MSG_NOSIGNAL, nil, nil, 0, false)
 		if e != 0 {
 			return sent, s.mapErr("sendto", e)
 		}

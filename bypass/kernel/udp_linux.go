@@ -173,7 +173,7 @@ func (c *UDPConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 	}
 	c.rsalen = unix.SizeofSockaddrInet6
 	r, e := c.call(unix.SYS_RECVFROM, p, uintptr(len(b)), unix.MSG_TRUNC, unsafe.Pointer(&c.rsa),
-		uintptr(unsafe.Pointer(&c.rsalen)), true)
+		unsafe.Pointer(&c.rsalen), 0, true)
 	if e != 0 {
 		return 0, netip.AddrPort{}, c.mapErr("recvfrom", e)
 	}
@@ -199,7 +199,7 @@ func (c *UDPConn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
 	if len(b) > 0 {
 		p = unsafe.Pointer(&b[0])
 	}
-	r, e := c.call(unix.SYS_SENDTO, p, uintptr(len(b)), unix.MSG_NOSIGNAL, unsafe.Pointer(&c.wsa), uintptr(l), false)
+	r, e := c.call(unix.SYS_SENDTO, p, uintptr(len(b)), unix.MSG_NOSIGNAL, unsafe.Pointer(&c.wsa), nil, uintptr(l), false)
 	if e != 0 {
 		return 0, c.mapErr("sendto", e)
 	}
@@ -231,11 +231,16 @@ func (c *UDPConn) ReadBatch(msgs []backend.Message) (int, error) {
 	if !c.spin {
 		flags = unix.MSG_WAITFORONE
 	}
-	r, e := c.call(unix.SYS_RECVMMSG, unsafe.Pointer(&c.rmsgs[0]), uintptr(n), flags, nil, 0, true)
+	r, e := c.call(unix.SYS_RECVMMSG, unsafe.Pointer(&c.rmsgs[0]), uintptr(n), flags, nil, nil, 0, true)
 	if e != 0 {
 		return 0, c.mapErr("recvmmsg", e)
 	}
 	got := int(r)
+	if c.gate.Closed() {
+		// Woken by Close's shutdown, which reads as one empty message
+		// with no sender: that is no datagram.
+		return 0, backend.ErrClosed
+	}
 	for i := range got {
 		m := &msgs[i]
 		m.N = int(c.rmsgs[i].Len)
@@ -249,14 +254,24 @@ func (c *UDPConn) ReadBatch(msgs []backend.Message) (int, error) {
 	return got, nil
 }
 
-// WriteBatch wraps sendmmsg(2).
+// WriteBatch wraps sendmmsg(2): it sends every message, in chunks of the
+// batch size, and returns how many were sent.
 func (c *UDPConn) WriteBatch(msgs []backend.Message) (int, error) {
-	n := min(len(msgs), len(c.wmsgs))
-	if n == 0 {
-		return 0, nil
+	sent := 0
+	for sent < len(msgs) {
+		n, err := c.writeChunk(msgs[sent:min(len(msgs), sent+len(c.wmsgs))])
+		sent += n
+		if err != nil {
+			return sent, err
+		}
 	}
+	return sent, nil
+}
+
+func (c *UDPConn) writeChunk(msgs []backend.Message) (int, error) {
+	n := len(msgs)
 	for i := range n {
-		p := msgs[i].Payload()
+		p := msgs[i].Buf
 		if len(p) > 0 {
 			c.wiov[i].Base = &p[0]
 		} else {
@@ -271,7 +286,7 @@ func (c *UDPConn) WriteBatch(msgs []backend.Message) (int, error) {
 	}
 	sent := 0
 	for sent < n {
-		r, e := c.call(unix.SYS_SENDMMSG, unsafe.Pointer(&c.wmsgs[sent]), uintptr(n-sent), unix.MSG_NOSIGNAL, nil, 0, false)
+		r, e := c.call(unix.SYS_SENDMMSG, unsafe.Pointer(&c.wmsgs[sent]), uintptr(n-sent), unix.MSG_NOSIGNAL, nil, nil, 0, false)
 		if e != 0 {
 			c.tx.Add(uint64(sent))
 			return sent, c.mapErr("sendmmsg", e)

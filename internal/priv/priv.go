@@ -5,6 +5,7 @@ package priv
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,13 +14,13 @@ import (
 // errors.Is(err, unix.EPERM) still holds.
 type Error struct {
 	Op  string // the operation that was refused
-	Cap string // the capability it needs, such as "CAP_NET_ADMIN"
+	Cap string // the capabilities it needs, comma-separated: "CAP_BPF,CAP_NET_ADMIN"
 	Err error  // the kernel's error (EPERM or EACCES)
 }
 
 func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %v (needs %s: run as root or grant it, e.g. setcap %s+ep BINARY)",
-		e.Op, e.Err, e.Cap, toSetcap(e.Cap))
+		e.Op, e.Err, strings.ReplaceAll(e.Cap, ",", " and "), toSetcap(e.Cap))
 }
 
 func (e *Error) Unwrap() error { return e.Err }

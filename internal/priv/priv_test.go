@@ -20,6 +20,10 @@ func TestWrap(t *testing.T) {
 	if !errors.Is(err, unix.EADDRINUSE) || strings.Contains(err.Error(), "CAP_") {
 		t.Fatalf("non-permission error mangled: %v", err)
 	}
+	err = Wrap("load XDP program", "CAP_BPF,CAP_NET_ADMIN", unix.EPERM)
+	if !strings.Contains(err.Error(), "needs CAP_BPF and CAP_NET_ADMIN") || !strings.Contains(err.Error(), "setcap cap_bpf,cap_net_admin+ep") {
+		t.Fatalf("two capabilities: %v", err)
+	}
 	if Wrap("x", "y", nil) != nil {
 		t.Fatal("nil error wrapped")
 	}
