@@ -90,11 +90,45 @@ func serveTCP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout, st
 		fmt.Fprintf(stdout, ", connections served on cpu %d", pl.cpu)
 	}
 	fmt.Fprintln(stdout)
+	return true, serveStreams(ctx, l, srv, pl.cpu, stdout, stderr)
+}
+
+// serveStreams serves each connection l accepts on its own goroutine until
+// ctx is done or Accept fails, then closes l and every connection and
+// returns once every goroutine it started has ended.
+//
+// A connection can be accepted just before l.Close and reach the registry
+// after the shutdown sweep. So registration and the sweep take the same
+// mutex, the sweep marks the registry closed, and a connection that comes
+// later is closed at once instead of served; wg.Add happens under that
+// mutex before the sweep, so never after wg.Wait has begun. The accept
+// goroutine is waited for too (its Accept fails once l is closed), so
+// nothing is left running on return.
+func serveStreams(ctx context.Context, l bypass.StreamListener, srv *latency.EchoServer, cpu int, stdout, stderr io.Writer) error {
 	var (
 		mu      sync.Mutex
+		closed  bool
 		streams = map[bypass.Stream]bool{}
 		wg      sync.WaitGroup
 	)
+	serve := func(s bypass.Stream) {
+		defer wg.Done()
+		defer func() {
+			mu.Lock()
+			delete(streams, s)
+			mu.Unlock()
+			s.Close()
+		}()
+		unlock, err := lockThread(cpu)
+		if err != nil {
+			fmt.Fprintf(stderr, "latprobe server: pin the serving thread: %v\n", err)
+			return
+		}
+		defer unlock()
+		if err := srv.ServeRawStream(s); err != nil {
+			fmt.Fprintf(stderr, "latprobe server: connection from %v: %v\n", s.RemoteAddr(), err)
+		}
+	}
 	acceptErr := make(chan error, 1)
 	go func() {
 		for {
@@ -104,44 +138,38 @@ func serveTCP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout, st
 				return
 			}
 			mu.Lock()
+			if closed {
+				mu.Unlock()
+				s.Close() // accepted as the server stopped: not served
+				continue
+			}
 			streams[s] = true
-			mu.Unlock()
-			fmt.Fprintln(stdout, describe("  connection from", s.RemoteAddr(), pl.cpu, s.Info()))
 			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() {
-					mu.Lock()
-					delete(streams, s)
-					mu.Unlock()
-					s.Close()
-				}()
-				unlock, err := lockThread(pl.cpu)
-				if err != nil {
-					fmt.Fprintf(stderr, "latprobe server: pin the serving thread: %v\n", err)
-					return
-				}
-				defer unlock()
-				if err := srv.ServeRawStream(s); err != nil {
-					fmt.Fprintf(stderr, "latprobe server: connection from %v: %v\n", s.RemoteAddr(), err)
-				}
-			}()
+			mu.Unlock()
+			fmt.Fprintln(stdout, describe("  connection from", s.RemoteAddr(), cpu, s.Info()))
+			go serve(s)
 		}
 	}()
-	var err2 error
+	var err error
+	accepting := true
 	select {
 	case <-ctx.Done():
-	case err2 = <-acceptErr:
+	case err = <-acceptErr:
+		accepting = false
 	}
 	l.Close()
 	mu.Lock()
+	closed = true
 	for s := range streams {
 		s.Close()
 	}
 	mu.Unlock()
-	wg.Wait()
-	if err2 != nil && !errors.Is(err2, bypass.ErrClosed) {
-		return true, err2
+	if accepting {
+		err = <-acceptErr
 	}
-	return true, nil
+	wg.Wait()
+	if err != nil && !errors.Is(err, bypass.ErrClosed) && ctx.Err() == nil {
+		return err
+	}
+	return nil
 }
