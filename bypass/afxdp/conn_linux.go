@@ -41,7 +41,7 @@ type Conn struct {
 	spin   bool
 	info   backend.Info
 
-	gate     gate.Gate // calls inside the rings; Close waits for them
+	gate     gate.Pair // calls inside the rings, reads and writes apart; Close waits for them
 	timeout  atomic.Int64
 	wake     int // eventfd that Close signals to wake a reader in poll(2)
 	pollfds  []unix.PollFd
@@ -74,8 +74,13 @@ type txState struct {
 
 // counters are updated by the reader or the writer and read by Stats.
 type counters struct {
-	rx, tx, trunc              atomic.Uint64
-	fillEmpty, txFull, wakeups atomic.Uint64
+	// Reader-owned and writer-owned counters sit on cache lines of their
+	// own, so that a reader and a writer on two CPUs do not share one.
+	_                               [128]byte
+	rx, trunc, fillEmpty, rxWakeups atomic.Uint64
+	_                               [128]byte
+	tx, txFull, txWakeups           atomic.Uint64
+	_                               [128]byte
 }
 
 var _ backend.PacketConn = (*Conn)(nil)
@@ -274,10 +279,10 @@ func applyBusyPoll(fd int, o backend.Options) []string {
 // ReadFrom returns the next datagram addressed to the connection. Frames
 // that fail validation are dropped, counted, and their buffers recycled.
 func (c *Conn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
-	if !c.gate.Enter() {
+	if !c.gate.R.Enter() {
 		return 0, netip.AddrPort{}, backend.ErrClosed
 	}
-	defer c.gate.Exit()
+	defer c.gate.R.Exit()
 	var start time.Time // when this read began to wait, for its timeout
 	for {
 		x := c.ready()
@@ -338,10 +343,10 @@ func (c *Conn) ReadBatch(msgs []backend.Message) (int, error) {
 	if len(msgs) == 0 {
 		return 0, nil
 	}
-	if !c.gate.Enter() {
+	if !c.gate.R.Enter() {
 		return 0, backend.ErrClosed
 	}
-	defer c.gate.Exit()
+	defer c.gate.R.Exit()
 	got := 0
 	var start time.Time // when this read began to wait, for its timeout
 	for got == 0 {
@@ -392,14 +397,14 @@ func (c *Conn) fillOne(x *xsk, addr uint64) {
 // of one read, so that frames dropped along the way do not restart the
 // timeout.
 func (c *Conn) wait(start *time.Time) error {
-	if c.gate.Closed() {
+	if c.gate.R.Closed() {
 		return backend.ErrClosed
 	}
 	for _, x := range c.socks {
 		if x.fill.needWakeup() {
 			// The driver stopped for lack of fill entries: recvfrom wakes it.
 			syscall.RawSyscall6(unix.SYS_RECVFROM, uintptr(x.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
-			c.st.wakeups.Add(1)
+			c.st.rxWakeups.Add(1)
 		}
 	}
 	to := time.Duration(c.timeout.Load())
@@ -427,7 +432,7 @@ func (c *Conn) wait(start *time.Time) error {
 		if e != 0 {
 			return os.NewSyscallError("ppoll", e)
 		}
-		if c.gate.Closed() {
+		if c.gate.R.Closed() {
 			return backend.ErrClosed
 		}
 		if r == 0 {
@@ -458,7 +463,7 @@ func (c *Conn) spinWait(to time.Duration, start *time.Time) error {
 		if spins&63 != 0 {
 			continue
 		}
-		if c.gate.Closed() {
+		if c.gate.R.Closed() {
 			return backend.ErrClosed
 		}
 		if to == 0 {
@@ -474,10 +479,10 @@ func (c *Conn) spinWait(to time.Duration, start *time.Time) error {
 
 // WriteTo builds one frame in the UMEM and queues it on the TX ring.
 func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
-	if !c.gate.Enter() {
+	if !c.gate.W.Enter() {
 		return 0, backend.ErrClosed
 	}
-	defer c.gate.Exit()
+	defer c.gate.W.Exit()
 	if err := c.queueTx(b, to); err != nil {
 		return 0, err
 	}
@@ -489,10 +494,10 @@ func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
 
 // WriteBatch queues every message, then kicks the kernel once.
 func (c *Conn) WriteBatch(msgs []backend.Message) (int, error) {
-	if !c.gate.Enter() {
+	if !c.gate.W.Enter() {
 		return 0, backend.ErrClosed
 	}
-	defer c.gate.Exit()
+	defer c.gate.W.Exit()
 	n := 0
 	for i := range msgs {
 		if err := c.queueTx(msgs[i].Buf, msgs[i].Addr); err != nil {
@@ -579,7 +584,7 @@ func (c *Conn) flush() error {
 	x := c.x
 	x.tx.submit(0)
 	if !x.needWakeup || x.tx.needWakeup() {
-		c.st.wakeups.Add(1)
+		c.st.txWakeups.Add(1)
 		if e := x.kick(); e != 0 {
 			return c.txErr(e)
 		}
@@ -589,7 +594,7 @@ func (c *Conn) flush() error {
 			if tries == maxKicks {
 				return errNoFrames
 			}
-			c.st.wakeups.Add(1)
+			c.st.txWakeups.Add(1)
 			if e := x.kick(); e != 0 {
 				return c.txErr(e)
 			}
@@ -660,16 +665,16 @@ func (c *Conn) Stats() backend.Stats {
 	s := &c.st
 	out := backend.Stats{
 		RxPackets: s.rx.Load(), TxPackets: s.tx.Load(), RxTrunc: s.trunc.Load(),
-		FillRingEmpty: s.fillEmpty.Load(), TxRingFull: s.txFull.Load(), Wakeups: s.wakeups.Load(),
+		FillRingEmpty: s.fillEmpty.Load(), TxRingFull: s.txFull.Load(), Wakeups: s.rxWakeups.Load() + s.txWakeups.Load(),
 	}
-	if c.gate.Enter() {
+	if c.gate.W.Enter() {
 		for _, x := range c.socks {
 			if k, err := x.statistics(); err == nil {
 				out.KernelDropped += k.Rx_dropped + k.Rx_ring_full + k.Rx_invalid_descs + k.Tx_invalid_descs
 				out.FillRingEmpty += k.Rx_fill_ring_empty_descs
 			}
 		}
-		c.gate.Exit()
+		c.gate.W.Exit()
 	}
 	c.rx.Drops().AddTo(&out)
 	return out

@@ -20,7 +20,7 @@ import (
 type sock struct {
 	fd      int
 	spin    bool
-	gate    gate.Gate    // calls using fd; close waits for them before close(2)
+	gate    gate.Pair    // calls using fd; close waits for them before close(2)
 	timeout atomic.Int64 // read timeout in nanoseconds; 0 waits forever
 }
 
@@ -48,10 +48,14 @@ func preemptLeaf() {}
 // else a5 (sendto's address length): a pointer must reach the syscall
 // expression as an unsafe.Pointer to be kept valid.
 func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4, p5 unsafe.Pointer, a5 uintptr, read bool) (uintptr, syscall.Errno) {
-	if !s.gate.Enter() {
+	g := &s.gate.W
+	if read {
+		g = &s.gate.R
+	}
+	if !g.Enter() {
 		return 0, unix.EBADF
 	}
-	defer s.gate.Exit()
+	defer g.Exit()
 	if !s.spin {
 		for {
 			var r uintptr
@@ -65,7 +69,7 @@ func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4, p5 un
 				continue
 			}
 			if e == unix.EAGAIN && read {
-				if s.gate.Closed() {
+				if g.Closed() {
 					return 0, unix.EBADF
 				}
 				return 0, unix.ETIMEDOUT
@@ -88,7 +92,7 @@ func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4, p5 un
 		if e != unix.EAGAIN && e != unix.EINTR {
 			return r, e
 		}
-		if s.gate.Closed() {
+		if g.Closed() {
 			return 0, unix.EBADF
 		}
 		preemptPoint()

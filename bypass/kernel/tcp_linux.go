@@ -284,10 +284,10 @@ func listenTCP(laddr netip.AddrPort, o backend.Options, name string, spin, busy 
 // Accept waits in accept4(2) for the next connection. Close from another
 // goroutine wakes it with ErrClosed.
 func (l *TCPListener) Accept() (backend.Stream, error) {
-	if !l.gate.Enter() {
+	if !l.gate.R.Enter() {
 		return nil, backend.ErrClosed
 	}
-	defer l.gate.Exit()
+	defer l.gate.R.Exit()
 	for {
 		nfd, _, err := unix.Accept4(l.fd, unix.SOCK_CLOEXEC)
 		if err == unix.EINTR || err == unix.ECONNABORTED {

@@ -66,7 +66,12 @@ type UDPConn struct {
 	wiov   []unix.Iovec
 	wnames []rawAddr
 
-	rx, tx, trunc atomic.Uint64
+	// Reader-owned and writer-owned counters on cache lines of their own.
+	_         [128]byte
+	rx, trunc atomic.Uint64
+	_         [128]byte
+	tx        atomic.Uint64
+	_         [128]byte
 }
 
 func listenUDP(laddr netip.AddrPort, o backend.Options, name string, spin, busy bool) (_ *UDPConn, err error) {
