@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -210,6 +211,9 @@ func (p *probe) validate() (*plan, error) {
 			return nil, usagef("--addr %s: run needs an address the client can send to, such as 127.0.0.1:0", p.addr)
 		}
 		pl.addr = a
+		if err := p.checkOneHost(pl.opts); err != nil {
+			return nil, err
+		}
 	case roleClient:
 		if p.peer == "" {
 			return nil, usagef("--peer: required (the server's HOST:PORT)")
@@ -328,6 +332,37 @@ func lockThread(cpu int) (unlock func(), err error) {
 		return unlockOSThread, nil
 	}
 	return affinity.LockAndPin(cpu)
+}
+
+// nicBackends bind a NIC queue. Two ends on one host cannot reach each
+// other through them: a frame one end sends leaves by the NIC (or, to a
+// local address, by loopback) and never enters the other end's queue.
+var nicBackends = []string{"efvi", "afxdp"}
+
+// errOneHost is why run passes over the nicBackends.
+var errOneHost = errors.New("not used by run, whose two ends on one host cannot reach each other through it (use latprobe server and latprobe client on two hosts or namespaces)")
+
+// checkOneHost refuses, for run, the backends and options that bind a NIC:
+// on one host the client's traffic would go through loopback and never
+// reach the server's queue (the server bound afxdp, the client fell back
+// to another backend, and every message was lost).
+func (p *probe) checkOneHost(o bypass.Options) error {
+	const use = "run keeps both ends on one host; use latprobe server and latprobe client on two hosts or network namespaces"
+	if slices.Contains(nicBackends, o.Backend) {
+		if p.set("backend") {
+			return usagef("--backend %s: %s", o.Backend, use)
+		}
+		return usagef("LOWLAT_BACKEND=%s: %s", o.Backend, use)
+	}
+	for _, f := range []string{"iface", "queue", "xdp-mode"} {
+		if p.set(f) {
+			return usagef("--%s: %s", f, use)
+		}
+	}
+	if o.Interface != "" {
+		return usagef("LOWLAT_IFACE=%s: %s", o.Interface, use)
+	}
+	return nil
 }
 
 // describe renders a connection's Info with a label, indenting the skip and

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"syscall"
 
 	"github.com/lowlat/lowlat/bypass"
 	"github.com/lowlat/lowlat/latency"
@@ -16,7 +18,9 @@ import (
 // cmdRun is the self-contained run: an echo server and a client in this
 // process, each on its own OS thread pinned to its own CPU when there are
 // two or more, over the backend the flags name (auto: the fastest that
-// works here).
+// works here for both ends). Backends that bind a NIC queue (afxdp, efvi)
+// cannot carry traffic between two ends on one host, so run refuses them
+// and their options and auto passes over them.
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	p := newProbe("run", roleRun)
 	if err := parseFlags(p.fs, args, stdout); err != nil {
@@ -64,14 +68,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	)
 	switch pl.proto {
 	case "udp":
-		sc, err := bypass.ListenUDP(pl.addr, pl.opts)
+		sc, cc, err := listenPair(pl.addr, pl.opts)
 		if err != nil {
-			return fmt.Errorf("server: %w", listenError("udp", pl.addr, err))
-		}
-		cc, err := bypass.ListenUDP(netip.AddrPortFrom(pl.addr.Addr(), 0), pl.opts)
-		if err != nil {
-			sc.Close()
-			return fmt.Errorf("client: cannot open udp on %v: %w", pl.addr.Addr(), err)
+			return err
 		}
 		defer cc.Close()
 		serve = func() error { return srv.ServePacket(sc) }
@@ -154,6 +153,55 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("server: %w", serr)
 	}
 	return nil
+}
+
+// listenPair opens the server's and the client's UDP endpoints on one
+// backend. Auto picks, for both ends together, the fastest backend that
+// opens both, passing over the nicBackends (named in Info.Skipped, which
+// run prints): auto run alone could give the server afxdp and the client,
+// which cannot attach a second XDP program to the interface, another
+// backend that never reaches the server's queue.
+func listenPair(addr netip.AddrPort, o bypass.Options) (sc, cc bypass.PacketConn, err error) {
+	client := netip.AddrPortFrom(addr.Addr(), 0)
+	if o.Backend != "" && o.Backend != "auto" {
+		if sc, err = bypass.ListenUDP(addr, o); err != nil {
+			return nil, nil, fmt.Errorf("server: %w", listenError("udp", addr, err))
+		}
+		if cc, err = bypass.ListenUDP(client, o); err != nil {
+			sc.Close()
+			return nil, nil, fmt.Errorf("client: cannot open udp on %v: %w", addr.Addr(), err)
+		}
+		return sc, cc, nil
+	}
+	var skipped []bypass.Skip
+	for _, name := range bypass.Backends() {
+		if slices.Contains(nicBackends, name) {
+			skipped = append(skipped, bypass.Skip{Backend: name, Reason: errOneHost})
+			continue
+		}
+		bo := o
+		bo.Backend = name
+		bo.Skipped = slices.Clone(skipped)
+		if sc, err = bypass.ListenUDP(addr, bo); err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) {
+				// Every backend would fail the same way.
+				return nil, nil, fmt.Errorf("server: %w", listenError("udp", addr, err))
+			}
+			skipped = append(skipped, bypass.Skip{Backend: name, Reason: err})
+			continue
+		}
+		if cc, err = bypass.ListenUDP(client, bo); err != nil {
+			sc.Close()
+			skipped = append(skipped, bypass.Skip{Backend: name, Reason: fmt.Errorf("client: %w", err)})
+			continue
+		}
+		return sc, cc, nil
+	}
+	var errs []error
+	for _, k := range skipped {
+		errs = append(errs, errors.New(k.String()))
+	}
+	return nil, nil, fmt.Errorf("server: cannot listen on udp %v: no backend works for both ends: %w", addr, errors.Join(errs...))
 }
 
 // span says how long each size is measured.
