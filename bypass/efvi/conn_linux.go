@@ -25,7 +25,7 @@ type Conn struct {
 	laddr netip.AddrPort
 	info  backend.Info
 
-	gate    gate.Gate // calls inside the queues; Close waits for them
+	gate    gate.Pair // calls inside the queues, reads and writes apart; Close waits for them
 	timeout atomic.Int64
 
 	rx rxState
@@ -300,10 +300,10 @@ func (c *Conn) countRefDiscard(flags uint16) {
 
 // ReadFrom returns the next datagram addressed to the connection.
 func (c *Conn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
-	if !c.gate.Enter() {
+	if !c.gate.R.Enter() {
 		return 0, netip.AddrPort{}, backend.ErrClosed
 	}
-	defer c.gate.Exit()
+	defer c.gate.R.Exit()
 	var start time.Time
 	for spins := uint32(1); ; spins++ {
 		if p, from, ok := c.next(); ok {
@@ -325,10 +325,10 @@ func (c *Conn) ReadBatch(msgs []backend.Message) (int, error) {
 	if len(msgs) == 0 {
 		return 0, nil
 	}
-	if !c.gate.Enter() {
+	if !c.gate.R.Enter() {
 		return 0, backend.ErrClosed
 	}
-	defer c.gate.Exit()
+	defer c.gate.R.Exit()
 	got := 0
 	var start time.Time
 	for spins := uint32(1); ; spins++ {
@@ -361,7 +361,7 @@ func (c *Conn) idle(spins uint32, start *time.Time) error {
 	if spins&63 != 0 {
 		return nil
 	}
-	if c.gate.Closed() {
+	if c.gate.R.Closed() {
 		return backend.ErrClosed
 	}
 	to := time.Duration(c.timeout.Load())
@@ -378,10 +378,10 @@ func (c *Conn) idle(spins uint32, start *time.Time) error {
 
 // WriteTo sends b as one datagram.
 func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
-	if !c.gate.Enter() {
+	if !c.gate.W.Enter() {
 		return 0, backend.ErrClosed
 	}
-	defer c.gate.Exit()
+	defer c.gate.W.Exit()
 	if err := c.takeTxErr(); err != nil {
 		return 0, err
 	}
@@ -397,10 +397,10 @@ func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
 // WriteBatch sends msgs in order, crossing into the adapter once per
 // batch-size group of messages.
 func (c *Conn) WriteBatch(msgs []backend.Message) (int, error) {
-	if !c.gate.Enter() {
+	if !c.gate.W.Enter() {
 		return 0, backend.ErrClosed
 	}
-	defer c.gate.Exit()
+	defer c.gate.W.Exit()
 	if err := c.takeTxErr(); err != nil {
 		return 0, err
 	}
