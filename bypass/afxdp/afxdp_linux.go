@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -169,20 +168,19 @@ func ifaceCheck(name string, laddr netip.AddrPort) (*net.Interface, error) {
 }
 
 // ipv4Of returns the interface's first IPv4 address.
-func ipv4Of(ifi *net.Interface) (netip.Addr, netip.Prefix, error) {
+func ipv4Of(ifi *net.Interface) (netip.Addr, error) {
 	addrs, err := ifi.Addrs()
 	if err != nil {
-		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("addresses of %s: %w", ifi.Name, err)
+		return netip.Addr{}, fmt.Errorf("addresses of %s: %w", ifi.Name, err)
 	}
 	for _, ad := range addrs {
 		if ipn, ok := ad.(*net.IPNet); ok {
 			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap().Is4() {
-				ones, _ := ipn.Mask.Size()
-				return ip.Unmap(), netip.PrefixFrom(ip.Unmap(), ones).Masked(), nil
+				return ip.Unmap(), nil
 			}
 		}
 	}
-	return netip.Addr{}, netip.Prefix{}, fmt.Errorf("interface %s has no IPv4 address", ifi.Name)
+	return netip.Addr{}, fmt.Errorf("interface %s has no IPv4 address", ifi.Name)
 }
 
 // supported reports whether this kernel has AF_XDP at all, for a fast and
@@ -201,8 +199,6 @@ func supported() error {
 	}
 	return fmt.Errorf("socket(AF_XDP): %w", err)
 }
-
-func trimErr(s string) string { return strings.TrimSpace(s) }
 
 // driverOf names the interface's driver (ETHTOOL_GDRVINFO through fd, a
 // socket in the interface's namespace), or "" when the driver will not say.

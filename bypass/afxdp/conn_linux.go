@@ -35,8 +35,7 @@ type Conn struct {
 	ifi    *net.Interface
 	mac    [6]byte
 	laddr  netip.AddrPort
-	src    netip.Addr   // source address of frames we send
-	subnet netip.Prefix // on-link destinations need no gateway
+	src    netip.Addr // source address of frames we send
 	queues []int
 	spin   bool
 	info   backend.Info
@@ -58,7 +57,6 @@ type Conn struct {
 	res     *nexthop.Resolver // route and neighbour lookups in the creator's namespace
 	mu      sync.Mutex        // guards joins and the kernel membership socket
 	mcast   int               // kernel UDP socket holding IGMP memberships, or -1
-	groups  []netip.Addr
 	resolve func(netip.Addr) (frame.MAC, error)
 }
 
@@ -137,7 +135,7 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 		return nil, err
 	}
 
-	src, subnet, err := ipv4Of(ifi)
+	src, err := ipv4Of(ifi)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +147,6 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ *Conn, err error) {
 		ifi:      ifi,
 		laddr:    netip.AddrPortFrom(laddr.Addr().Unmap(), laddr.Port()),
 		src:      src,
-		subnet:   subnet,
 		queues:   queues,
 		spin:     o.Wait != backend.WaitBlock,
 		busyPoll: o.XDP.BusyPoll && o.Wait != backend.WaitBlock,
@@ -652,7 +649,6 @@ func (c *Conn) JoinGroup(group netip.Addr) error {
 		leave()
 		return fmt.Errorf("join group %v: %w", group, err)
 	}
-	c.groups = append(c.groups, group)
 	return nil
 }
 
