@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"syscall"
 )
 
 // Error is a permission failure annotated with the capability that lifts it.
-// errors.Is(err, unix.EPERM) still holds.
+// errors.Is(err, syscall.EPERM) still holds.
 type Error struct {
 	Op  string // the operation that was refused
 	Cap string // the capabilities it needs, comma-separated: "CAP_BPF,CAP_NET_ADMIN"
@@ -41,7 +41,7 @@ func Wrap(op, capability string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
 		return &Error{Op: op, Cap: capability, Err: err}
 	}
 	return fmt.Errorf("%s: %w", op, err)
