@@ -40,6 +40,7 @@ func (p *plan) execute(log *logger) int {
 	}
 
 	var (
+		lock *affinity.HostLock
 		j    *affinity.Journal
 		hold *affinity.LatencyHold
 	)
@@ -67,6 +68,12 @@ func (p *plan) execute(log *logger) int {
 				log.info("released %s", affinity.CPUDMALatencyPath)
 			}
 		}
+		if lock != nil {
+			if err := lock.Release(!ok); err != nil {
+				log.note("%v", err)
+			}
+			lock = nil
+		}
 		return ok
 	}
 	// abort is the way out before PROGRAM runs.
@@ -91,11 +98,25 @@ func (p *plan) execute(log *logger) int {
 		}
 	}
 
+	if len(p.changes) > 0 || p.hold {
+		// One run at a time on the host, whatever its journal directory:
+		// two runs would each take the other's settings for the baseline.
+		command := append([]string{"onload-run", "--profile", p.prof.Name, "--"}, p.o.argv...)
+		var err error
+		if lock, err = affinity.LockHost(p.o.lockFile, p.o.journalDir, command, false); err != nil {
+			log.note("%v", err)
+			return exitFailed
+		}
+		log.info("host lock %s", lock.Path())
+	}
 	if len(p.changes) > 0 {
 		var err error
 		j, err = affinity.CreateJournal(p.o.journalDir, append([]string{"onload-run", "--profile", p.prof.Name, "--"}, p.o.argv...))
 		if err != nil {
 			log.note("%v", err)
+			// Keep the lock file naming this directory: if a dead run's
+			// journal is there, later runs in any directory refuse too.
+			lock.Release(true)
 			return exitFailed
 		}
 		log.info("journal %s", j.Path())

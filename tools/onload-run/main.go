@@ -31,8 +31,8 @@ func (e *usageError) Error() string { return e.msg }
 func badInput(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
 
 const usage = `usage: onload-run [--profile NAME|PATH] [--cpus LIST] [--irq-cpus LIST] [--iface IF]
-                  [--dry-run] [-v] [--journal-dir DIR] [--onload-lib PATH] -- PROGRAM [ARGS...]
-       onload-run --restore [--journal-dir DIR]
+                  [--dry-run] [-v] [--journal-dir DIR] [--lock-file PATH] [--onload-lib PATH] -- PROGRAM [ARGS...]
+       onload-run --restore [--journal-dir DIR] [--lock-file PATH]
 `
 
 // options are the parsed command line.
@@ -45,6 +45,7 @@ type options struct {
 	restore    bool
 	verbose    bool
 	journalDir string
+	lockFile   string
 	onloadLib  string
 	argv       []string
 }
@@ -61,6 +62,7 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.BoolVar(&o.restore, "restore", false, "undo what a killed onload-run left in its journal")
 	fs.BoolVar(&o.verbose, "v", false, "report each change and each restore on stderr")
 	fs.StringVar(&o.journalDir, "journal-dir", affinity.JournalDir(), "directory of the journal ($"+affinity.JournalDirEnv+")")
+	fs.StringVar(&o.lockFile, "lock-file", affinity.LockFile(), "host-wide lock held while the host is changed, whatever the journal directory ($"+affinity.LockFileEnv+")")
 	fs.StringVar(&o.onloadLib, "onload-lib", "", "path of libonload.so (default: searched in the usual library directories)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -98,7 +100,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log := &logger{w: stderr, verbose: o.verbose}
 	if o.restore {
-		return restore(o.journalDir, log)
+		return restore(o.journalDir, o.lockFile, log)
 	}
 	p, err := makePlan(o)
 	if err != nil {
@@ -135,16 +137,26 @@ func (l *logger) info(format string, a ...any) {
 	}
 }
 
-func restore(dir string, log *logger) int {
+func restore(dir, lockFile string, log *logger) int {
+	lock, err := affinity.LockHost(lockFile, dir, []string{"onload-run", "--restore", "--journal-dir", dir}, true)
+	if err != nil {
+		log.note("%v", err)
+		return exitFailed
+	}
 	steps, err := affinity.Restore(dir)
 	if errors.Is(err, affinity.ErrNoJournal) {
+		lock.Release(false)
 		log.note("nothing to restore: no journal in %s", dir)
 		return 0
 	}
 	var ex *affinity.JournalExistsError
 	if errors.As(err, &ex) {
+		lock.Release(true)
 		log.note("%v", err)
 		return exitFailed
+	}
+	if rerr := lock.Release(err != nil); rerr != nil {
+		log.note("%v", rerr)
 	}
 	for i := len(steps) - 1; i >= 0; i-- {
 		log.info("restored: %s", steps[i].UndoShell())

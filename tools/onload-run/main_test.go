@@ -601,3 +601,52 @@ func TestUnprivilegedHostProfile(t *testing.T) {
 		t.Fatalf("status %d stderr %q", r.status, r.stderr)
 	}
 }
+
+// TestHostLockAcrossJournalDirs: two runs with different journal
+// directories but the same host lock do not stack their changes.
+func TestHostLockAcrossJournalDirs(t *testing.T) {
+	requireRoot(t)
+	dirA := guard(t)
+	dirB := t.TempDir()
+	lockFile := filepath.Join(t.TempDir(), "lowlat.lock")
+	t.Setenv(affinity.LockFileEnv, lockFile)
+	before := readTrim(t, "/proc/sys/net/core/busy_read")
+
+	s := startRun(t, "--journal-dir", dirA, "--profile", "latency", "--", "sh", "-c", "echo ready; exec sleep 30")
+	r := onloadRun(t, nil, "--journal-dir", dirB, "--profile", "latency", "--", "true")
+	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+	if r.status != 1 || !strings.Contains(lines[len(lines)-1], fmt.Sprintf("running pid %d", s.cmd.Process.Pid)) {
+		t.Fatalf("second run in another journal directory: status %d stderr %q", r.status, r.stderr)
+	}
+	noJournal(t, dirB)
+	if got := readTrim(t, "/proc/sys/net/core/busy_read"); got != "50" {
+		t.Fatalf("busy_read %s while the first run runs", got)
+	}
+
+	// Killed outright, the first run leaves its journal; a run in another
+	// directory still refuses, and says which journal to restore.
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	s.wait(t)
+	r = onloadRun(t, nil, "--journal-dir", dirB, "--profile", "latency", "--", "true")
+	if r.status != 1 || !strings.Contains(r.stderr, "--restore --journal-dir "+dirA) {
+		t.Fatalf("run after a killed run: status %d stderr %q", r.status, r.stderr)
+	}
+	noJournal(t, dirB)
+	if r := onloadRun(t, nil, "--restore", "--journal-dir", dirB); r.status != 1 {
+		t.Fatalf("--restore of the wrong directory: status %d", r.status)
+	}
+	if r := onloadRun(t, nil, "--restore", "--journal-dir", dirA); r.status != 0 {
+		t.Fatalf("--restore: status %d", r.status)
+	}
+	if got := readTrim(t, "/proc/sys/net/core/busy_read"); got != before {
+		t.Fatalf("busy_read %s after --restore, was %s", got, before)
+	}
+	if _, err := os.Lstat(lockFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("lock file left: %v", err)
+	}
+	r = onloadRun(t, nil, "--journal-dir", dirB, "--profile", "latency", "--", "true")
+	if r.status != 0 {
+		t.Fatalf("run after the restore: status %d", r.status)
+	}
+	noJournal(t, dirB)
+}
