@@ -203,3 +203,38 @@ func TestFailureAndInterruptLeaveNothing(t *testing.T) {
 		t.Errorf("interrupted container: err %v, want the context's error", err)
 	}
 }
+
+// TestStartThenUndoLeavesNothing undoes a container the moment Start
+// returns, again and again: each time the container must be gone from
+// runc list, the engine must have exited and the bundle must be removed.
+func TestStartThenUndoLeavesNothing(t *testing.T) {
+	requireRunc(t)
+	bin := probe(t)
+	parent := t.TempDir()
+	leakCheck(t, parent)
+	for i := range 10 {
+		var u Undo
+		o := Options{Binary: bin, Args: []string{"echo", "127.0.0.1:0", "30"}, Backend: "kernel"}
+		b, err := WriteBundle(&u, parent, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := Start(&u, "runc", b, o)
+		if err != nil {
+			u.Run()
+			t.Fatalf("run %d: %v", i, err)
+		}
+		if err := u.Run(); err != nil {
+			t.Errorf("run %d: undo: %v", i, err)
+		}
+		if !c.Exited() {
+			t.Errorf("run %d: runc run still running after undo", i)
+		}
+		if out, _ := command("runc", "list", "-q"); strings.Contains(out, c.ID) {
+			t.Fatalf("run %d: container %s left: %s", i, c.ID, out)
+		}
+		if _, err := os.Stat(b.Dir); !os.IsNotExist(err) {
+			t.Fatalf("run %d: bundle %s left: %v", i, b.Dir, err)
+		}
+	}
+}

@@ -32,19 +32,31 @@ type Container struct {
 }
 
 // Start runs bundle b's process in a new container under engine ("runc",
-// the default when empty, or "podman") and returns once the engine is
-// started. The container's removal (runc delete -f ID, or podman rm -f ID)
-// and the wait for the engine process are registered with u before the
-// engine runs, so an error or an interrupt at any later point leaves no
-// container behind.
+// the default when empty, or "podman") and returns once the container
+// provably exists, with its process started.
+//
+// runc: `runc run --pid-file FILE --bundle DIR ID` stays in the foreground,
+// so that runc reaps the process and reports its exit status; Start waits
+// until runc has written FILE (it does so once the container is created
+// and its process started) or runc has exited. podman: `podman create
+// --name ID ...`, then `podman start --attach ID` in the foreground.
+//
+// The container's removal (runc delete -f ID, or podman rm -f ID) is
+// registered with u only once the container exists, so that a failure
+// such as "container ID already exists" never removes someone else's
+// container. When runc neither creates the container nor exits within
+// startTimeout, Start kills it, runs `runc delete -f ID` and returns an
+// error.
 func Start(u *Undo, engine string, b *Bundle, o Options) (*Container, error) {
 	if engine == "" {
 		engine = "runc"
 	}
 	c := &Container{ID: "latprobe-" + uniqueID(), Engine: engine, done: make(chan struct{})}
+	var pidFile string
 	switch engine {
 	case "runc":
-		c.cmd = exec.Command("runc", "run", "--bundle", b.Dir, c.ID)
+		pidFile = filepath.Join(b.Dir, "container.pid")
+		c.cmd = exec.Command("runc", "run", "--pid-file", pidFile, "--bundle", b.Dir, c.ID)
 	case "podman":
 		conf := filepath.Join(b.Dir, "containers.conf")
 		if err := os.WriteFile(conf, []byte(podmanConf), 0o644); err != nil {
@@ -54,8 +66,18 @@ func Start(u *Undo, engine string, b *Bundle, o Options) (*Container, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.cmd = exec.Command("podman", args...)
-		c.cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+conf)
+		env := append(os.Environ(), "CONTAINERS_CONF="+conf)
+		create := exec.Command("podman", args...)
+		create.Env = env
+		var errb bytes.Buffer
+		create.Stderr = &errb
+		if err := create.Run(); err != nil {
+			// podman create removes what it made when it fails.
+			return nil, fmt.Errorf("containerize: podman %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+		}
+		u.Push("podman rm -f "+c.ID, c.remove)
+		c.cmd = exec.Command("podman", "start", "--attach", c.ID)
+		c.cmd.Env = env
 	default:
 		return nil, fmt.Errorf("containerize: engine %q: want one of %v", engine, Engines)
 	}
@@ -67,35 +89,70 @@ func Start(u *Undo, engine string, b *Bundle, o Options) (*Container, error) {
 		c.err = c.cmd.Wait()
 		close(c.done)
 	}()
-	u.Push(engine+" delete -f "+c.ID, c.remove)
-	return c, nil
+	if engine == "podman" {
+		return c, nil
+	}
+	// runc: the container exists once runc has written the pid file. If
+	// runc exits first, it removed whatever it had made (or never made
+	// anything: "container ID already exists"), and Wait reports why.
+	deadline := time.Now().Add(startTimeout)
+	for {
+		if _, err := os.Stat(pidFile); err == nil {
+			u.Push("runc delete -f "+c.ID, c.remove)
+			return c, nil
+		}
+		if c.exited() {
+			return c, nil
+		}
+		if time.Now().After(deadline) {
+			_ = c.cmd.Process.Kill()
+			<-c.done
+			_, err := command("runc", "delete", "-f", c.ID)
+			return nil, errors.Join(fmt.Errorf("containerize: runc did not start container %s in %v: killed it", c.ID, startTimeout), err)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
+// startTimeout bounds how long Start waits for the engine to create the
+// container, and remove for the engine to exit once it is deleted.
+const startTimeout = 10 * time.Second
+
 // remove kills and deletes the container, whatever its state, then waits
-// (at most 5 s) for the engine process to exit.
+// (at most startTimeout) for the engine process to exit. It is registered
+// only once the container exists, so "does not exist" means that the
+// container has already ended and the engine removed it. An engine that
+// does not exit in time is killed, the container deleted once more, and
+// remove fails.
 func (c *Container) remove() error {
-	var err error
+	var del func() error
 	switch c.Engine {
 	case "runc":
-		_, err = command("runc", "delete", "-f", c.ID)
-		if err != nil && !c.exited() && strings.Contains(err.Error(), "does not exist") {
-			err = nil // not created yet, or already gone
-		} else if err != nil && c.exited() {
-			err = nil // runc removed it when its process ended
+		del = func() error {
+			_, err := command("runc", "delete", "-f", c.ID)
+			if err != nil && strings.Contains(err.Error(), "does not exist") {
+				return nil
+			}
+			return err
 		}
 	case "podman":
-		_, err = command("podman", "rm", "-f", "--time", "0", c.ID)
-		if err != nil && c.exited() {
-			err = nil
+		del = func() error {
+			_, err := command("podman", "rm", "-f", "--time", "0", c.ID)
+			if err != nil && strings.Contains(err.Error(), "no such container") {
+				return nil
+			}
+			return err
 		}
 	}
+	err := del()
 	select {
 	case <-c.done:
-	case <-time.After(5 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
+		return err
+	case <-time.After(startTimeout):
 	}
-	return err
+	_ = c.cmd.Process.Kill()
+	<-c.done
+	return errors.Join(err, fmt.Errorf("containerize: %s for container %s still running %v after delete: killed it", c.Engine, c.ID, startTimeout), del())
 }
 
 func (c *Container) exited() bool {
@@ -169,14 +226,14 @@ events_logger = "file"
 default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
 `
 
-// podmanArgs is the podman command line that runs o's rootfs like runc
-// runs the bundle.
+// podmanArgs is the podman command line that creates a container for o's
+// rootfs like the runc bundle; podman start runs it.
 func podmanArgs(id, rootfs string, o Options) ([]string, error) {
 	f, err := runFlags(o, true)
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"run", "--rm", "--name", id}, f...)
+	args := append([]string{"create", "--name", id}, f...)
 	args = append(args, "--rootfs", rootfs, BinaryPath)
 	return append(args, o.Args...), nil
 }
