@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/affinity"
 )
@@ -90,6 +93,12 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	// A reader that goes away (onload-run -v ... 2>&1 | head) must not kill
+	// onload-run between a host change and its restore: with SIGPIPE
+	// notified, a write to a broken stdout or stderr fails with EPIPE
+	// instead, and the logger ignores write errors. Notify, not Ignore: an
+	// ignored SIGPIPE would be inherited by PROGRAM across exec.
+	signal.Notify(make(chan os.Signal, 1), unix.SIGPIPE)
 	o, err := parseFlags(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -125,9 +134,11 @@ type logger struct {
 	verbose bool
 }
 
-// note is always shown: something was skipped or needs the operator.
+// note is always shown: something was skipped or needs the operator. A
+// write error (stderr closed, a full disk) is ignored: it must change
+// neither what onload-run does to the host nor PROGRAM's exit status.
 func (l *logger) note(format string, a ...any) {
-	fmt.Fprintf(l.w, "onload-run: "+format+"\n", a...)
+	_, _ = fmt.Fprintf(l.w, "onload-run: "+format+"\n", a...)
 }
 
 // info is shown with -v.

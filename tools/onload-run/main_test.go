@@ -650,3 +650,33 @@ func TestHostLockAcrossJournalDirs(t *testing.T) {
 	}
 	noJournal(t, dirB)
 }
+
+// TestBrokenStderr: a reader of onload-run's stderr that goes away
+// (onload-run -v ... 2>&1 | head) kills neither onload-run nor the
+// restore, and PROGRAM's exit status passes through.
+func TestBrokenStderr(t *testing.T) {
+	requireRoot(t)
+	dir := guard(t)
+	before := readTrim(t, "/proc/sys/net/core/busy_read")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	cmd := exec.Command(bin, "-v", "--journal-dir", dir, "--profile", "latency", "--",
+		"sh", "-c", `test "$(cat /proc/sys/net/core/busy_read)" = 50 && exit 3`)
+	cmd.Stderr = w
+	err = cmd.Run()
+	w.Close()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	if got := cmd.ProcessState.ExitCode(); got != 3 {
+		t.Fatalf("status %d (%v), want PROGRAM's 3", got, cmd.ProcessState)
+	}
+	if got := readTrim(t, "/proc/sys/net/core/busy_read"); got != before {
+		t.Fatalf("busy_read %s after the run, was %s", got, before)
+	}
+	noJournal(t, dir)
+}
