@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -144,7 +145,7 @@ func WriteBundle(u *Undo, parent string, o Options) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(parent, "latprobe-bundle-")
+	dir, err := os.MkdirTemp(parent, BundlePrefix+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
 		return nil, fmt.Errorf("containerize: bundle dir: %w", err)
 	}

@@ -71,15 +71,15 @@ func probe(t *testing.T) string {
 // this process created is left: no container, namespace, veth or bundle.
 func leakCheck(t *testing.T, parent string) {
 	t.Helper()
-	pid := strconv.Itoa(os.Getpid() % 10000)
+	pid := strconv.Itoa(os.Getpid()) + "-"
 	t.Cleanup(func() {
-		if out, _ := command("runc", "list", "-q"); strings.Contains(out, "latprobe-"+pid) {
+		if out, _ := command("runc", "list", "-q"); strings.Contains(out, ContainerPrefix+pid) {
 			t.Errorf("containers left: %s", out)
 		}
-		if out, _ := command("ip", "netns", "list"); strings.Contains(out, "lpc"+pid) {
+		if out, _ := command("ip", "netns", "list"); strings.Contains(out, NetnsPrefix+pid) {
 			t.Errorf("namespaces left: %s", out)
 		}
-		if out, _ := command("ip", "-o", "link", "show", "type", "veth"); strings.Contains(out, "lpa"+pid) || strings.Contains(out, "lpb"+pid) {
+		if out, _ := command("ip", "-o", "link", "show", "type", "veth"); strings.Contains(out, VethPrefixA+pid) || strings.Contains(out, VethPrefixB+pid) {
 			t.Errorf("veth links left: %s", out)
 		}
 		if ents, _ := os.ReadDir(parent); len(ents) != 0 {
@@ -136,7 +136,7 @@ func TestServerInNetnsAnswersHost(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	ns, err := NewNetns(&u, "lpc")
+	ns, err := NewNetns(&u, NetnsPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,5 +236,54 @@ func TestStartThenUndoLeavesNothing(t *testing.T) {
 		if _, err := os.Stat(b.Dir); !os.IsNotExist(err) {
 			t.Fatalf("run %d: bundle %s left: %v", i, b.Dir, err)
 		}
+	}
+}
+
+// TestStartExistingIDLeavesOwner starts a second container under an ID
+// that is taken: runc refuses it, and Start's undo must not remove the
+// container that owns the ID.
+func TestStartExistingIDLeavesOwner(t *testing.T) {
+	requireRunc(t)
+	bin := probe(t)
+	parent := t.TempDir()
+	leakCheck(t, parent)
+	var owner Undo
+	t.Cleanup(func() {
+		if err := owner.Run(); err != nil {
+			t.Error(err)
+		}
+	})
+	o := Options{Binary: bin, Args: []string{"echo", "127.0.0.1:0", "30"}, Backend: "kernel"}
+	b, err := WriteBundle(&owner, parent, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := Start(&owner, "runc", b, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nameSeq.Add(^uint32(0)) // the next Start picks first's ID again
+	var u Undo
+	b2, err := WriteBundle(&u, parent, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := Start(&u, "runc", b2, o)
+	if err == nil {
+		if second.ID != first.ID {
+			t.Fatalf("second container %s, want the taken ID %s", second.ID, first.ID)
+		}
+		if werr := second.Wait(context.Background(), 10*time.Second); werr == nil || !strings.Contains(werr.Error(), "exists") {
+			t.Errorf("second runc run: %v, want \"already exists\"", werr)
+		}
+	}
+	if err := u.Run(); err != nil {
+		t.Error(err)
+	}
+	if first.Exited() {
+		t.Fatalf("the first container ended: %v", first.Wait(context.Background(), time.Second))
+	}
+	if out, _ := command("runc", "list", "-q"); !strings.Contains(out, first.ID) {
+		t.Errorf("container %s removed by the second Start's undo: runc list %q", first.ID, out)
 	}
 }

@@ -30,9 +30,10 @@ type Link struct {
 
 var nameSeq atomic.Uint32
 
-// uniqueID returns a short name part unique to this process and call.
+// uniqueID returns a short name part unique to this process and call:
+// PID-SEQ (see nameID).
 func uniqueID() string {
-	return fmt.Sprintf("%d%d", os.Getpid()%10000, nameSeq.Add(1)%1000)
+	return nameID(os.Getpid(), nameSeq.Add(1))
 }
 
 // NewNetns creates a network namespace named prefix plus a unique suffix
@@ -66,8 +67,8 @@ func NewVeth(u *Undo, a, b *Netns, prefix netip.Prefix) (Link, Link, error) {
 	}
 	id := uniqueID()
 	p := prefix.Masked().Addr()
-	la := Link{Netns: a, Name: "lpa" + id, Addr: p.Next()}
-	lb := Link{Netns: b, Name: "lpb" + id, Addr: p.Next().Next()}
+	la := Link{Netns: a, Name: VethPrefixA + id, Addr: p.Next()}
+	lb := Link{Netns: b, Name: VethPrefixB + id, Addr: p.Next().Next()}
 	args := []string{"link", "add", la.Name}
 	if a != nil {
 		args = append(args, "netns", a.Name)

@@ -51,7 +51,7 @@ func Start(u *Undo, engine string, b *Bundle, o Options) (*Container, error) {
 	if engine == "" {
 		engine = "runc"
 	}
-	c := &Container{ID: "latprobe-" + uniqueID(), Engine: engine, done: make(chan struct{})}
+	c := &Container{ID: ContainerPrefix + uniqueID(), Engine: engine, done: make(chan struct{})}
 	var pidFile string
 	switch engine {
 	case "runc":

@@ -169,7 +169,7 @@ func runCell(ctx context.Context, o SuiteOptions, c *Cell) (err error) {
 		srv = endpoint{container: c.Placement != "host", addr: loop}
 		cli = endpoint{addr: loop}
 	case "container-netns":
-		ns, err := NewNetns(&u, "lpc")
+		ns, err := NewNetns(&u, NetnsPrefix)
 		if err != nil {
 			return err
 		}
@@ -184,11 +184,11 @@ func runCell(ctx context.Context, o SuiteOptions, c *Cell) (err error) {
 		srv = endpoint{container: true, netns: ns, iface: n.Name, addr: n.Addr}
 		cli = endpoint{iface: h.Name, addr: h.Addr}
 	case "container-both":
-		ns1, err := NewNetns(&u, "lpc")
+		ns1, err := NewNetns(&u, NetnsPrefix)
 		if err != nil {
 			return err
 		}
-		ns2, err := NewNetns(&u, "lpc")
+		ns2, err := NewNetns(&u, NetnsPrefix)
 		if err != nil {
 			return err
 		}
