@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -322,7 +323,17 @@ func (j *Journal) persist() error {
 		return fmt.Errorf("write journal: %w", err)
 	}
 	tmp := j.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	// A stale temporary file (a crash between write and rename) is
+	// removed first; a symbolic link there is removed, never followed.
+	if fi, err := os.Lstat(tmp); err == nil {
+		if fi.IsDir() {
+			return fmt.Errorf("write journal: %s is a directory", tmp)
+		}
+		if err := os.Remove(tmp); err != nil {
+			return fmt.Errorf("write journal: %w", err)
+		}
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, 0o644)
 	if err != nil {
 		return fmt.Errorf("write journal: %w", err)
 	}
@@ -347,11 +358,44 @@ func (j *Journal) persist() error {
 	return nil
 }
 
+// maxJournalSize bounds what readRecord reads.
+const maxJournalSize = 1 << 20
+
+// readRecord reads and checks a journal file: a regular file (a symbolic
+// link is not followed), in a directory, and itself owned by root and not
+// writable by others when the caller is root, naming only files of the
+// shapes checkStepPath allows.
 func readRecord(path string) (record, error) {
 	var rec record
-	b, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|oNoFollow, 0)
 	if err != nil {
 		return rec, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return rec, err
+	}
+	if !fi.Mode().IsRegular() {
+		return rec, fmt.Errorf("%s: not a regular file", path)
+	}
+	if err := checkTrusted(path, fi); err != nil {
+		return rec, err
+	}
+	dir := filepath.Dir(path)
+	di, err := os.Stat(dir)
+	if err != nil {
+		return rec, err
+	}
+	if err := checkTrusted(dir, di); err != nil {
+		return rec, err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxJournalSize+1))
+	if err != nil {
+		return rec, err
+	}
+	if len(b) > maxJournalSize {
+		return rec, fmt.Errorf("parse %s: larger than %d bytes", path, maxJournalSize)
 	}
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return rec, fmt.Errorf("parse %s: %w", path, err)
@@ -362,6 +406,9 @@ func readRecord(path string) (record, error) {
 	for i, s := range rec.Steps {
 		if s.Path == "" || !filepath.IsAbs(s.Path) {
 			return rec, fmt.Errorf("parse %s: step %d has no absolute path", path, i)
+		}
+		if err := checkStepPath(s.Kind, s.Path); err != nil {
+			return rec, fmt.Errorf("parse %s: step %d: %w", path, i, err)
 		}
 	}
 	return rec, nil

@@ -21,6 +21,21 @@ func fakeKnob(t *testing.T, name, value string) string {
 	return p
 }
 
+// allowFakeKnobs lets journals on disk name files under the temporary
+// directory, where fakeKnob makes them, for the rest of the test.
+func allowFakeKnobs(t *testing.T) {
+	t.Helper()
+	orig := checkStepPath
+	tmp := filepath.Clean(os.TempDir()) + "/"
+	checkStepPath = func(kind, path string) error {
+		if strings.HasPrefix(path, tmp) {
+			return nil
+		}
+		return orig(kind, path)
+	}
+	t.Cleanup(func() { checkStepPath = orig })
+}
+
 func readKnob(t *testing.T, p string) string {
 	t.Helper()
 	b, err := os.ReadFile(p)
@@ -31,6 +46,7 @@ func readKnob(t *testing.T, p string) string {
 }
 
 func TestJournalApplyUndo(t *testing.T) {
+	allowFakeKnobs(t)
 	dir := t.TempDir()
 	read := fakeKnob(t, "busy_read", "0")
 	thp := fakeKnob(t, "enabled", "always [madvise] never")
@@ -116,6 +132,7 @@ func TestJournalFailedWriteNotRecorded(t *testing.T) {
 }
 
 func TestUndoReportsUnrestorable(t *testing.T) {
+	allowFakeKnobs(t)
 	dir := t.TempDir()
 	knob := fakeKnob(t, "knob", "1")
 	j, err := CreateJournal(dir, nil)
@@ -150,6 +167,7 @@ func TestUndoReportsUnrestorable(t *testing.T) {
 // TestRestoreAfterKill writes a journal as a process that is gone would
 // have left it, and restores it.
 func TestRestoreAfterKill(t *testing.T) {
+	allowFakeKnobs(t)
 	dir := t.TempDir()
 	knob := fakeKnob(t, "knob", "50")
 	// A process that has exited: its pid is not running any more.
@@ -225,5 +243,112 @@ func TestSysctlPath(t *testing.T) {
 		if _, err := SysctlPath(bad); err == nil {
 			t.Errorf("SysctlPath(%q) accepted", bad)
 		}
+	}
+}
+
+// TestRestoreRefusesUntrustedJournal: --restore, as root, writes only the
+// files a step's kind may name, and only from a journal that only root
+// could have written.
+func TestRestoreRefusesUntrustedJournal(t *testing.T) {
+	victim := fakeKnob(t, "victim", "precious")
+	write := func(dir string, steps []Step, mode os.FileMode) {
+		t.Helper()
+		b, _ := json.Marshal(record{Version: 1, PID: 0, Steps: steps})
+		p := filepath.Join(dir, JournalFile)
+		os.Remove(p)
+		if err := os.WriteFile(p, b, mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, mode)
+	}
+	dir := t.TempDir()
+	for _, s := range []Step{
+		{Kind: KindSysctl, Path: victim, Old: "pwned"},
+		{Kind: KindFile, Path: victim, Old: "pwned"},
+		{Kind: KindSysctl, Path: "/proc/sys/../../" + victim, Old: "pwned"},
+		{Kind: KindIRQ, Path: "/proc/irq/1/../../.." + victim, Old: "pwned"},
+		{Kind: KindTHP, Path: victim, Old: "pwned"},
+		{Kind: KindCPUIdle, Path: "/sys/devices/system/cpu/cpu0/cpuidle/state1/disable/../../../../../../.." + victim, Old: "pwned"},
+		{Kind: "", Path: victim, Old: "pwned"},
+	} {
+		write(dir, []Step{s}, 0o644)
+		if _, err := Restore(dir); err == nil {
+			t.Errorf("Restore accepted %+v", s)
+		}
+	}
+	if got := readKnob(t, victim); got != "precious" {
+		t.Fatalf("victim now %q", got)
+	}
+	os.Remove(filepath.Join(dir, JournalFile))
+
+	// Known shapes pass.
+	for _, s := range []Step{
+		{Kind: KindSysctl, Path: "/proc/sys/net/core/busy_read"},
+		{Kind: KindIRQ, Path: "/proc/irq/38/smp_affinity_list"},
+		{Kind: KindCPUIdle, Path: "/sys/devices/system/cpu/cpu3/cpuidle/state2/disable"},
+		{Kind: KindTHP, Path: THPEnabledPath},
+	} {
+		if err := checkStepPath(s.Kind, s.Path); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+
+	if os.Geteuid() != 0 {
+		return
+	}
+	// As root: a journal (or its directory) that others could write, or
+	// that another user owns, is refused.
+	allowFakeKnobs(t)
+	bad := []Step{{Kind: KindSysctl, Path: victim, Old: "pwned"}}
+	write(dir, bad, 0o666)
+	if _, err := Restore(dir); err == nil || !strings.Contains(err.Error(), "not trusted") {
+		t.Errorf("Restore of a world-writable journal: %v", err)
+	}
+	write(dir, bad, 0o644)
+	os.Chown(filepath.Join(dir, JournalFile), 65534, 65534)
+	if _, err := Restore(dir); err == nil || !strings.Contains(err.Error(), "not trusted") {
+		t.Errorf("Restore of a journal owned by nobody: %v", err)
+	}
+	write(dir, bad, 0o644)
+	os.Chmod(dir, 0o777)
+	if _, err := Restore(dir); err == nil || !strings.Contains(err.Error(), "not trusted") {
+		t.Errorf("Restore in a world-writable directory: %v", err)
+	}
+	os.Chmod(dir, 0o700)
+	// A symbolic link in the journal's place is not followed.
+	os.Remove(filepath.Join(dir, JournalFile))
+	other := t.TempDir()
+	write(other, bad, 0o644)
+	os.Symlink(filepath.Join(other, JournalFile), filepath.Join(dir, JournalFile))
+	if _, err := Restore(dir); err == nil {
+		t.Error("Restore followed a symbolic link to a journal")
+	}
+	if got := readKnob(t, victim); got != "precious" {
+		t.Fatalf("victim now %q", got)
+	}
+}
+
+// TestPersistDoesNotFollowTmpSymlink: a journal.json.tmp planted as a
+// symbolic link is removed, not written through.
+func TestPersistDoesNotFollowTmpSymlink(t *testing.T) {
+	allowFakeKnobs(t)
+	dir := t.TempDir()
+	victim := fakeKnob(t, "victim", "precious")
+	knob := fakeKnob(t, "knob", "0")
+	if err := os.Symlink(victim, filepath.Join(dir, JournalFile+".tmp")); err != nil {
+		t.Fatal(err)
+	}
+	j, err := CreateJournal(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Apply(Step{Kind: KindSysctl, Path: knob, New: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Undo(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readKnob(t, victim); got != "precious" {
+		t.Fatalf("victim now %q", got)
 	}
 }

@@ -680,3 +680,29 @@ func TestBrokenStderr(t *testing.T) {
 	}
 	noJournal(t, dir)
 }
+
+// TestRestoreRefusesCraftedJournal: a journal naming a file that no step
+// kind may name is refused by --restore, and the file is left alone.
+func TestRestoreRefusesCraftedJournal(t *testing.T) {
+	requireRoot(t)
+	dir := guard(t)
+	t.Setenv(affinity.LockFileEnv, filepath.Join(t.TempDir(), "lowlat.lock"))
+	victim := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(victim, []byte("precious\n"), 0o644)
+	j := filepath.Join(dir, affinity.JournalFile)
+	for _, step := range []string{
+		`{"kind":"sysctl","path":"` + victim + `","old":"pwned","new":"x"}`,
+		`{"kind":"irq","path":"/proc/irq/1/../../..` + victim + `","old":"pwned","new":"x"}`,
+		`{"kind":"file","path":"` + victim + `","old":"pwned","new":"x"}`,
+	} {
+		os.WriteFile(j, []byte(`{"version":1,"pid":0,"steps":[`+step+`]}`), 0o644)
+		r := onloadRun(t, nil, "--restore", "--journal-dir", dir)
+		if r.status != 1 || !strings.Contains(r.stderr, "may name") {
+			t.Errorf("--restore of %s: status %d stderr %q", step, r.status, r.stderr)
+		}
+	}
+	os.Remove(j)
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Fatalf("victim now %q", b)
+	}
+}
