@@ -52,6 +52,10 @@ type Step struct {
 	New  string `json:"new"`
 	// What says in words what the change is for.
 	What string `json:"what,omitempty"`
+	// Gone is set by Undo and Restore on an IRQ or cpuidle step whose file
+	// no longer exists (the device was removed, the CPU went offline):
+	// there is nothing left to restore, and that is not an error.
+	Gone bool `json:"-"`
 }
 
 // Shell is the shell command that makes the change.
@@ -212,8 +216,9 @@ func (j *Journal) Apply(s Step) (Step, error) {
 // Undo writes every recorded old value back, newest first, reads each back
 // to check it, and removes the journal file when all are restored. On
 // failure the journal is kept (so Restore can try again) and the error
-// lists every step that did not restore. Undo after a successful Undo does
-// nothing.
+// lists every step that did not restore. An IRQ or cpuidle step whose file
+// has gone counts as restored, and is marked Gone in Steps. Undo after a
+// successful Undo does nothing.
 func (j *Journal) Undo() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -232,7 +237,8 @@ func (j *Journal) Undo() error {
 
 // Restore undoes the changes recorded in the journal in dir by a process
 // that is no longer running, checks them, and removes the journal. It
-// returns the steps it restored. With no journal the error is ErrNoJournal;
+// returns the steps it restored; an IRQ or cpuidle step whose file has gone
+// is marked Gone and does not keep the journal. With no journal the error is ErrNoJournal;
 // while the owner still runs (and is not the caller) it refuses with
 // *JournalExistsError.
 func Restore(dir string) ([]Step, error) {
@@ -266,11 +272,17 @@ func ReadJournal(dir string) ([]Step, error) {
 	return rec.Steps, nil
 }
 
+// undoSteps writes the old values back, newest first, and marks as Gone
+// the IRQ and cpuidle steps whose file has disappeared.
 func undoSteps(steps []Step) error {
 	var errs []error
 	for i := len(steps) - 1; i >= 0; i-- {
 		s := steps[i]
 		if err := writeValue(s.Kind, s.Path, s.Old); err != nil {
+			if (s.Kind == KindIRQ || s.Kind == KindCPUIdle) && errors.Is(err, fs.ErrNotExist) {
+				steps[i].Gone = true
+				continue
+			}
 			errs = append(errs, err)
 			continue
 		}

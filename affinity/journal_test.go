@@ -352,3 +352,66 @@ func TestPersistDoesNotFollowTmpSymlink(t *testing.T) {
 		t.Fatalf("victim now %q", got)
 	}
 }
+
+// TestUndoStepGone: an IRQ or cpuidle step whose file disappeared (device
+// unplugged, CPU offline) is noted as gone and does not keep the journal;
+// a sysctl whose file disappeared still does.
+func TestUndoStepGone(t *testing.T) {
+	allowFakeKnobs(t)
+	for _, viaRestore := range []bool{false, true} {
+		dir := t.TempDir()
+		sysctl := fakeKnob(t, "busy_read", "0")
+		irq := fakeKnob(t, "smp_affinity_list", "0-1")
+		idle := fakeKnob(t, "disable", "0")
+		j, err := CreateJournal(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []Step{{Kind: KindSysctl, Path: sysctl, New: "50"}, {Kind: KindIRQ, Path: irq, New: "1"}, {Kind: KindCPUIdle, Path: idle, New: "1"}} {
+			if _, err := j.Apply(s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		os.Remove(irq)
+		os.Remove(idle)
+		var steps []Step
+		if viaRestore {
+			// As a dead owner's journal: mark it as another process's.
+			j.rec.PID, j.rec.Start = 0, 0
+			if err := j.persist(); err != nil {
+				t.Fatal(err)
+			}
+			steps, err = Restore(dir)
+		} else {
+			err = j.Undo()
+			steps = j.Steps()
+		}
+		if err != nil {
+			t.Fatalf("restore=%v: %v", viaRestore, err)
+		}
+		if len(steps) != 3 || steps[0].Gone || !steps[1].Gone || !steps[2].Gone {
+			t.Fatalf("restore=%v: steps %+v", viaRestore, steps)
+		}
+		if readKnob(t, sysctl) != "0" {
+			t.Fatal("sysctl not restored")
+		}
+		if _, err := os.Stat(filepath.Join(dir, JournalFile)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("restore=%v: journal left: %v", viaRestore, err)
+		}
+	}
+	// A sysctl that disappeared is an error: the journal stays.
+	dir := t.TempDir()
+	sysctl := fakeKnob(t, "busy_poll", "0")
+	j, err := CreateJournal(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Apply(Step{Kind: KindSysctl, Path: sysctl, New: "50"}); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(sysctl)
+	if err := j.Undo(); err == nil {
+		t.Fatal("Undo of a vanished sysctl succeeded")
+	}
+	os.Remove(filepath.Join(dir, JournalFile))
+}

@@ -49,15 +49,12 @@ func (p *plan) execute(log *logger) int {
 	restore := func() bool {
 		ok := true
 		if j != nil {
-			steps := j.Steps()
 			if err := j.Undo(); err != nil {
 				log.note("restore failed: %v", err)
 				log.note("the journal %s is kept: fix the cause, then run onload-run --restore --journal-dir %s", j.Path(), p.o.journalDir)
 				ok = false
 			} else {
-				for i := len(steps) - 1; i >= 0; i-- {
-					log.info("restored: %s", steps[i].UndoShell())
-				}
+				logRestored(log, j.Steps())
 			}
 		}
 		if hold != nil {

@@ -169,9 +169,7 @@ func restore(dir, lockFile string, log *logger) int {
 	if rerr := lock.Release(err != nil); rerr != nil {
 		log.note("%v", rerr)
 	}
-	for i := len(steps) - 1; i >= 0; i-- {
-		log.info("restored: %s", steps[i].UndoShell())
-	}
+	logRestored(log, steps)
 	if err != nil {
 		log.note("%v", err)
 		log.note("the journal is kept; fix the cause and run onload-run --restore again")
@@ -179,6 +177,18 @@ func restore(dir, lockFile string, log *logger) int {
 	}
 	log.note("restored %d setting%s from %s", len(steps), plural(len(steps)), dir)
 	return 0
+}
+
+// logRestored reports each restored step, newest first, and each whose
+// file has gone (nothing to restore).
+func logRestored(log *logger, steps []affinity.Step) {
+	for i := len(steps) - 1; i >= 0; i-- {
+		if steps[i].Gone {
+			log.note("not restored: %s no longer exists (device or CPU gone); nothing to restore", steps[i].Path)
+			continue
+		}
+		log.info("restored: %s", steps[i].UndoShell())
+	}
 }
 
 func plural(n int) string {
