@@ -3,6 +3,7 @@ package profile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -104,7 +105,7 @@ func Load(ref string) (Profile, error) {
 		name string
 	)
 	if IsPath(ref) {
-		data, err = os.ReadFile(ref)
+		data, err = readFile(ref)
 		name = strings.TrimSuffix(filepath.Base(ref), Extension)
 	} else {
 		if !validName(ref) {
@@ -125,6 +126,38 @@ func Load(ref string) (Profile, error) {
 	}
 	p.Name = name
 	return p, nil
+}
+
+// readFile reads a profile file: a regular file (not a device such as
+// /dev/zero, nor a pipe such as /dev/stdin, which could be read forever or
+// block) of at most maxSize bytes.
+func readFile(path string) ([]byte, error) {
+	// Stat before opening: opening a FIFO with no writer blocks.
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%v)", path, st.Mode().Type())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%v)", path, st.Mode().Type())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxSize)
+	}
+	return data, nil
 }
 
 func validName(s string) bool {

@@ -500,6 +500,7 @@ func TestBadInput(t *testing.T) {
 	for _, args := range [][]string{
 		{"--profile", "nosuch", "--", "true"},
 		{"--profile", filepath.Join(dir, "missing.profile"), "--", "true"},
+		{"--profile", "/dev/zero", "--", "true"},
 		{"--cpus", strconv.Itoa(offline), "--", "true"},
 		{"--cpus", "0-", "--", "true"},
 		{"--irq-cpus", "0", "--", "true"},
