@@ -16,3 +16,6 @@ var ErrNotSupported = errors.New("containerize: needs Linux")
 func Run(ctx context.Context, engine, parent string, o Options, timeout time.Duration) (string, error) {
 	return "", ErrNotSupported
 }
+
+// Sweep is Linux-only; see the Linux build.
+func Sweep(engine string) ([]string, error) { return nil, ErrNotSupported }

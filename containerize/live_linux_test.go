@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -285,5 +286,80 @@ func TestStartExistingIDLeavesOwner(t *testing.T) {
 	}
 	if out, _ := command("runc", "list", "-q"); !strings.Contains(out, first.ID) {
 		t.Errorf("container %s removed by the second Start's undo: runc list %q", first.ID, out)
+	}
+}
+
+// TestSweepRemovesDeadOwnersOnly leaves a container, a veth pair, a
+// namespace and a bundle dir named for a pid that has exited, and one
+// namespace named for this live process: Sweep must remove the first four
+// and keep the last.
+func TestSweepRemovesDeadOwnersOnly(t *testing.T) {
+	requireRunc(t)
+	bin := probe(t)
+	parent := t.TempDir()
+	leakCheck(t, parent)
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := gone.Process.Pid
+	if !errors.Is(syscall.Kill(dead, 0), syscall.ESRCH) {
+		t.Skipf("pid %d was reused at once", dead)
+	}
+	id := nameID(dead, 1)
+	var u Undo // what the test made, in case Sweep misses it
+	t.Cleanup(func() { u.Run() })
+	b, err := WriteBundle(&u, parent, Options{Binary: bin, Args: []string{"echo", "127.0.0.1:0", "30"}, Backend: "kernel"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid := ContainerPrefix + id
+	// The container inherits runc's stdio: /dev/null, so that nothing
+	// waits for it to close a pipe.
+	if err := exec.Command("runc", "run", "--detach", "--bundle", b.Dir, cid).Run(); err != nil {
+		t.Fatalf("runc run --detach: %v", err)
+	}
+	u.Push("runc delete -f "+cid, func() error { command("runc", "delete", "-f", cid); return nil })
+	ns := NetnsPrefix + id
+	if err := ip("netns", "add", ns); err != nil {
+		t.Fatal(err)
+	}
+	u.Push("ip netns del "+ns, func() error { ip("netns", "del", ns); return nil })
+	va, vb := VethPrefixA+id, VethPrefixB+id
+	if err := ip("link", "add", va, "type", "veth", "peer", "name", vb); err != nil {
+		t.Fatal(err)
+	}
+	u.Push("ip link del "+va, func() error { ip("link", "del", va); return nil })
+	dir := filepath.Join(os.TempDir(), BundlePrefix+strconv.Itoa(dead)+"-42")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	u.Push("rm -r "+dir, func() error { return os.RemoveAll(dir) })
+	mine := NetnsPrefix + uniqueID()
+	if err := ip("netns", "add", mine); err != nil {
+		t.Fatal(err)
+	}
+	u.Push("ip netns del "+mine, func() error { return ip("netns", "del", mine) })
+
+	removed, err := Sweep("runc")
+	if err != nil {
+		t.Errorf("Sweep: %v", err)
+	}
+	t.Logf("removed %q", removed)
+	if out, _ := command("runc", "list", "-q"); strings.Contains(out, cid) {
+		t.Errorf("container %s left", cid)
+	}
+	out, _ := command("ip", "netns", "list")
+	if strings.Contains(out, ns) {
+		t.Errorf("namespace %s left", ns)
+	}
+	if !strings.Contains(out, mine) {
+		t.Errorf("namespace %s of this live process removed", mine)
+	}
+	if out, _ := command("ip", "-o", "link", "show", "type", "veth"); strings.Contains(out, va) {
+		t.Errorf("veth %s left", va)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("bundle dir %s left: %v", dir, err)
 	}
 }

@@ -25,10 +25,20 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	code := latprobe(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// signalContext is canceled by SIGINT, SIGTERM or SIGHUP (a closed
+// terminal), so that a command undoes what it changed on the host
+// (containers, namespaces, sysctls) before it exits. SIGPIPE is ignored: a
+// closed stdout pipe (latprobe suite | head) makes writes fail with EPIPE
+// instead of killing the process in the middle of a run.
+func signalContext() (context.Context, context.CancelFunc) {
+	signal.Ignore(syscall.SIGPIPE)
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 }
 
 // command is one subcommand. run returns a usageError for mistakes on the

@@ -42,6 +42,15 @@ func cmdSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		bin = self
 	}
+	// A suite killed outright (SIGKILL) leaves its containers, namespaces,
+	// veth links and bundles: remove those whose process is gone.
+	removed, err := containerize.Sweep(*engine)
+	for _, r := range removed {
+		fmt.Fprintf(stderr, "latprobe suite: removed a dead run's leftover: %s\n", r)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "latprobe suite: %s\n", oneLine(err.Error()))
+	}
 	rep, err := containerize.Suite(ctx, containerize.SuiteOptions{
 		Binary: bin, Engine: *engine, Count: *count, OutDir: *out, CPUs: *cpus,
 		Progress: func(p, b string) { fmt.Fprintf(stderr, "latprobe suite: %s %s\n", p, b) },
