@@ -20,12 +20,10 @@ const BinaryPath = "/latprobe"
 // while a process holds it open.
 const DMALatencyPath = "/dev/cpu_dma_latency"
 
-// dmaLatencyMajor and dmaLatencyMinor are /dev/cpu_dma_latency's numbers
-// (a misc device).
-const (
-	dmaLatencyMajor = 10
-	dmaLatencyMinor = 62
-)
+// DevNum is a device's major and minor numbers, as `ls -l` shows them.
+type DevNum struct {
+	Major, Minor int64
+}
 
 // Options shape one container. The zero value is not usable: set Binary
 // and Backend.
@@ -45,6 +43,11 @@ type Options struct {
 	CPUs string
 	// DMALatency passes /dev/cpu_dma_latency into the container.
 	DMALatency bool
+	// DMALatencyDev is the host's /dev/cpu_dma_latency numbers, needed
+	// with DMALatency. It is a misc device whose minor is dynamic (10:259
+	// on many hosts, not the 10:62 of old kernels), so WriteBundle reads it
+	// from the host (stat -c %t:%T) when it is zero.
+	DMALatencyDev DevNum
 	// NetnsPath is the network namespace to join (/run/netns/NAME); empty
 	// keeps the host's network namespace.
 	NetnsPath string
@@ -60,6 +63,9 @@ func (o Options) Validate() error {
 	}
 	if _, err := Capabilities(o.Backend, o.Realtime); err != nil {
 		return err
+	}
+	if o.DMALatency && o.DMALatencyDev == (DevNum{}) {
+		return errors.New("containerize: DMALatency without DMALatencyDev: WriteBundle reads it from the host's " + DMALatencyPath)
 	}
 	for c := range o.Binds {
 		if !strings.HasPrefix(c, "/") || c == "/" || c == BinaryPath {
@@ -123,7 +129,7 @@ func NewSpec(o Options) (*specs.Spec, error) {
 		s.Linux.Resources.CPU = &specs.LinuxCPU{Cpus: o.CPUs}
 	}
 	if o.DMALatency {
-		major, minor := int64(dmaLatencyMajor), int64(dmaLatencyMinor)
+		major, minor := o.DMALatencyDev.Major, o.DMALatencyDev.Minor
 		mode := os.FileMode(0o600)
 		s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{Path: DMALatencyPath, Type: "c", Major: major, Minor: minor, FileMode: &mode})
 		s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rw"})
@@ -139,8 +145,17 @@ type Bundle struct {
 }
 
 // WriteBundle creates a new bundle directory under parent (os.TempDir when
-// empty) for o and registers its removal (rm -r DIR) with u.
+// empty) for o and registers its removal (rm -r DIR) with u. With
+// DMALatency and no DMALatencyDev, it takes the numbers of the host's
+// /dev/cpu_dma_latency.
 func WriteBundle(u *Undo, parent string, o Options) (*Bundle, error) {
+	if o.DMALatency && o.DMALatencyDev == (DevNum{}) {
+		d, err := HostDevNum(DMALatencyPath)
+		if err != nil {
+			return nil, err
+		}
+		o.DMALatencyDev = d
+	}
 	s, err := NewSpec(o)
 	if err != nil {
 		return nil, err

@@ -45,9 +45,15 @@ func TestBundleConfig(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("not really a binary"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The device's numbers come from the host: a misc device, its minor
+	// is dynamic.
+	hostDMA, dmaErr := HostDevNum(DMALatencyPath)
 	o := Options{
 		Binary: bin, Args: []string{"server", "--backend", "afxdp"}, Backend: "afxdp", Realtime: true,
-		CPUs: "0-1", DMALatency: true, NetnsPath: "/run/netns/example", Binds: map[string]string{"/out": parent},
+		CPUs: "0-1", DMALatency: dmaErr == nil, NetnsPath: "/run/netns/example", Binds: map[string]string{"/out": parent},
+	}
+	if dmaErr != nil {
+		t.Logf("no %s checks: %v", DMALatencyPath, dmaErr)
 	}
 	var u Undo
 	b, err := WriteBundle(&u, parent, o)
@@ -85,8 +91,14 @@ func TestBundleConfig(t *testing.T) {
 	}) {
 		t.Errorf("namespaces %+v: no network namespace %s", l.Namespaces, o.NetnsPath)
 	}
-	if len(l.Devices) != 1 || l.Devices[0].Path != DMALatencyPath || l.Devices[0].Major != 10 || l.Devices[0].Minor != 62 {
-		t.Errorf("devices %+v: want %s (10:62)", l.Devices, DMALatencyPath)
+	if dmaErr == nil {
+		if len(l.Devices) != 1 || l.Devices[0].Path != DMALatencyPath || l.Devices[0].Major != hostDMA.Major || l.Devices[0].Minor != hostDMA.Minor {
+			t.Errorf("devices %+v: want %s (%d:%d, the host's)", l.Devices, DMALatencyPath, hostDMA.Major, hostDMA.Minor)
+		}
+		r := l.Resources.Devices
+		if len(r) != 2 || !r[1].Allow || *r[1].Major != hostDMA.Major || *r[1].Minor != hostDMA.Minor {
+			t.Errorf("device cgroup %+v: want deny all, then allow %d:%d", r, hostDMA.Major, hostDMA.Minor)
+		}
 	}
 	if !slices.ContainsFunc(s.Mounts, func(m specs.Mount) bool { return m.Destination == "/out" && m.Source == parent }) {
 		t.Errorf("mounts %+v: no /out bind", s.Mounts)
@@ -119,6 +131,7 @@ func TestOptionsValidate(t *testing.T) {
 		{Binary: "x", Backend: "nope"},
 		{Binary: "x", Backend: "kernel", Binds: map[string]string{"rel": "/tmp"}},
 		{Binary: "x", Backend: "kernel", Binds: map[string]string{BinaryPath: "/tmp"}},
+		{Binary: "x", Backend: "kernel", DMALatency: true},
 	} {
 		if err := o.Validate(); err == nil {
 			t.Errorf("%+v: valid", o)

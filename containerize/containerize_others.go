@@ -19,3 +19,6 @@ func Run(ctx context.Context, engine, parent string, o Options, timeout time.Dur
 
 // Sweep is Linux-only; see the Linux build.
 func Sweep(engine string) ([]string, error) { return nil, ErrNotSupported }
+
+// HostDevNum is Linux-only; see the Linux build.
+func HostDevNum(path string) (DevNum, error) { return DevNum{}, ErrNotSupported }

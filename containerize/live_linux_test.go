@@ -363,3 +363,24 @@ func TestSweepRemovesDeadOwnersOnly(t *testing.T) {
 		t.Errorf("bundle dir %s left: %v", dir, err)
 	}
 }
+
+// TestDMALatencyInContainer opens /dev/cpu_dma_latency inside a container
+// given DMALatency: the device node and the device cgroup must both carry
+// the host's numbers.
+func TestDMALatencyInContainer(t *testing.T) {
+	requireRunc(t)
+	if _, err := HostDevNum(DMALatencyPath); err != nil {
+		t.Skipf("the host has no %s: %v", DMALatencyPath, err)
+	}
+	bin := probe(t)
+	parent := t.TempDir()
+	leakCheck(t, parent)
+	o := Options{Binary: bin, Args: []string{"open", DMALatencyPath}, Backend: "kernel", DMALatency: true}
+	out, err := Run(context.Background(), "runc", parent, o, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "opened "+DMALatencyPath) {
+		t.Errorf("output %q: want opened %s", out, DMALatencyPath)
+	}
+}

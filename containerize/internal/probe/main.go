@@ -4,6 +4,7 @@
 //	probe capeff            prints the CapEff line of /proc/self/status
 //	probe echo ADDR SECS    answers latprobe requests on UDP ADDR for at
 //	                        most SECS seconds over kernel sockets
+//	probe open PATH         opens PATH read-write and prints "opened PATH"
 package main
 
 import (
@@ -42,6 +43,16 @@ func run(args []string) error {
 			}
 		}
 		return fmt.Errorf("no CapEff in /proc/self/status")
+	case "open":
+		if len(args) != 2 {
+			return fmt.Errorf("usage: probe open PATH")
+		}
+		f, err := os.OpenFile(args[1], os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		fmt.Println("opened", args[1])
+		return f.Close()
 	case "echo":
 		if len(args) != 3 {
 			return fmt.Errorf("usage: probe echo ADDR SECS")
