@@ -36,8 +36,17 @@ type Options struct {
 	Args []string
 	// Backend picks the capabilities (see Capabilities).
 	Backend string
-	// Realtime adds CAP_SYS_NICE for pinning and SCHED_FIFO.
+	// Realtime adds CAP_SYS_NICE for pinning and SCHED_FIFO. SCHED_FIFO
+	// also needs real-time runtime in the container's cgroup (cgroup v1
+	// with CONFIG_RT_GROUP_SCHED); without it sched_setscheduler fails
+	// with EPERM even with the capability.
 	Realtime bool
+	// RealtimeRuntime is the container cgroup's cpu.rt_runtime_us per
+	// cpu.rt_period_us of RealtimePeriod (0 means 1 s), set only with
+	// Realtime. Zero gives no runtime; WriteBundle then sets it from the
+	// host when the host's cgroup has real-time runtime (see
+	// HostRealtime).
+	RealtimeRuntime, RealtimePeriod int64
 	// CPUs is the cpuset in list syntax ("2-3"); empty leaves the
 	// container on every CPU.
 	CPUs string
@@ -125,8 +134,16 @@ func NewSpec(o Options) (*specs.Spec, error) {
 	if o.NetnsPath != "" {
 		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: o.NetnsPath})
 	}
-	if o.CPUs != "" {
+	if o.CPUs != "" || (o.Realtime && o.RealtimeRuntime > 0) {
 		s.Linux.Resources.CPU = &specs.LinuxCPU{Cpus: o.CPUs}
+	}
+	if o.Realtime && o.RealtimeRuntime > 0 {
+		period := uint64(o.RealtimePeriod)
+		if period == 0 {
+			period = 1_000_000
+		}
+		runtime := o.RealtimeRuntime
+		s.Linux.Resources.CPU.RealtimeRuntime, s.Linux.Resources.CPU.RealtimePeriod = &runtime, &period
 	}
 	if o.DMALatency {
 		major, minor := o.DMALatencyDev.Major, o.DMALatencyDev.Minor
@@ -155,6 +172,11 @@ func WriteBundle(u *Undo, parent string, o Options) (*Bundle, error) {
 			return nil, err
 		}
 		o.DMALatencyDev = d
+	}
+	if o.Realtime && o.RealtimeRuntime == 0 {
+		if rt, err := HostRealtime(); err == nil {
+			o.RealtimeRuntime, o.RealtimePeriod = rt.Share()
+		}
 	}
 	s, err := NewSpec(o)
 	if err != nil {

@@ -149,3 +149,19 @@ func TestUndoOrder(t *testing.T) {
 		t.Errorf("undo ran %v, %v", got, err)
 	}
 }
+
+func TestSpecRealtimeRuntime(t *testing.T) {
+	o := Options{Binary: "x", Backend: "kernel", Realtime: true, RealtimeRuntime: 200000}
+	s, err := NewSpec(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.Linux.Resources.CPU
+	if c == nil || c.RealtimeRuntime == nil || *c.RealtimeRuntime != 200000 || c.RealtimePeriod == nil || *c.RealtimePeriod != 1_000_000 {
+		t.Errorf("cpu %+v: want rt runtime 200000 per 1000000 µs", c)
+	}
+	o.Realtime = false
+	if s, _ := NewSpec(o); s.Linux.Resources.CPU != nil {
+		t.Errorf("runtime without Realtime: %+v", s.Linux.Resources.CPU)
+	}
+}

@@ -22,3 +22,6 @@ func Sweep(engine string) ([]string, error) { return nil, ErrNotSupported }
 
 // HostDevNum is Linux-only; see the Linux build.
 func HostDevNum(path string) (DevNum, error) { return DevNum{}, ErrNotSupported }
+
+// HostRealtime is Linux-only; see the Linux build.
+func HostRealtime() (RealtimeBudget, error) { return RealtimeBudget{}, ErrNotSupported }

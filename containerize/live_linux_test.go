@@ -384,3 +384,26 @@ func TestDMALatencyInContainer(t *testing.T) {
 		t.Errorf("output %q: want opened %s", out, DMALatencyPath)
 	}
 }
+
+// TestRealtimeFIFO switches to SCHED_FIFO inside a Realtime container: it
+// must work when the host's cgroup has real-time runtime to give, and fail
+// with EPERM (as HostRealtime predicts) when it has none.
+func TestRealtimeFIFO(t *testing.T) {
+	requireRunc(t)
+	bin := probe(t)
+	parent := t.TempDir()
+	leakCheck(t, parent)
+	_, rtErr := HostRealtime()
+	o := Options{Binary: bin, Args: []string{"fifo"}, Backend: "kernel", Realtime: true}
+	out, err := Run(context.Background(), "runc", parent, o, 20*time.Second)
+	if rtErr != nil {
+		t.Logf("host: %v", rtErr)
+		if err == nil {
+			t.Errorf("SCHED_FIFO worked though HostRealtime says %v", rtErr)
+		}
+		return
+	}
+	if err != nil || !strings.Contains(out, "fifo ok") {
+		t.Errorf("SCHED_FIFO in a Realtime container: %q, %v", out, err)
+	}
+}

@@ -5,6 +5,8 @@
 //	probe echo ADDR SECS    answers latprobe requests on UDP ADDR for at
 //	                        most SECS seconds over kernel sockets
 //	probe open PATH         opens PATH read-write and prints "opened PATH"
+//	probe fifo              switches to SCHED_FIFO priority 1 and prints
+//	                        "fifo ok"
 package main
 
 import (
@@ -14,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/bypass"
 	"github.com/lowlat/lowlat/latency"
@@ -43,6 +47,13 @@ func run(args []string) error {
 			}
 		}
 		return fmt.Errorf("no CapEff in /proc/self/status")
+	case "fifo":
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 1}
+		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+			return fmt.Errorf("sched_setattr SCHED_FIFO: %w", err)
+		}
+		fmt.Println("fifo ok")
+		return nil
 	case "open":
 		if len(args) != 2 {
 			return fmt.Errorf("usage: probe open PATH")
