@@ -25,3 +25,6 @@ func HostDevNum(path string) (DevNum, error) { return DevNum{}, ErrNotSupported 
 
 // HostRealtime is Linux-only; see the Linux build.
 func HostRealtime() (RealtimeBudget, error) { return RealtimeBudget{}, ErrNotSupported }
+
+// Suite is Linux-only; see the Linux build.
+func Suite(ctx context.Context, o SuiteOptions) (*SuiteReport, error) { return nil, ErrNotSupported }

@@ -17,8 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/lowlat/lowlat/bypass"
 	"github.com/lowlat/lowlat/latency"
 )
@@ -48,9 +46,8 @@ func run(args []string) error {
 		}
 		return fmt.Errorf("no CapEff in /proc/self/status")
 	case "fifo":
-		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 1}
-		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
-			return fmt.Errorf("sched_setattr SCHED_FIFO: %w", err)
+		if err := setFIFO(); err != nil {
+			return err
 		}
 		fmt.Println("fifo ok")
 		return nil
