@@ -79,10 +79,15 @@ func shellQuote(s string) string {
 
 // record is the journal file's content.
 type record struct {
-	Version int       `json:"version"`
-	PID     int       `json:"pid"`
-	Start   uint64    `json:"start"` // the owner's start time in clock ticks after boot (/proc/PID/stat field 22)
-	Command []string  `json:"command,omitempty"`
+	Version int      `json:"version"`
+	PID     int      `json:"pid"`
+	Start   uint64   `json:"start"` // the owner's start time in clock ticks after boot (/proc/PID/stat field 22)
+	Command []string `json:"command,omitempty"`
+	// PGID is the process group the owner started its program in, and
+	// PGStart its leader's start time: Restore ends what is left of the
+	// group before it restores the settings.
+	PGID    int       `json:"pgid,omitempty"`
+	PGStart uint64    `json:"pgid_start,omitempty"`
 	Created time.Time `json:"created"`
 	Steps   []Step    `json:"steps"`
 }
@@ -166,6 +171,19 @@ func CreateJournal(dir string, command []string) (*Journal, error) {
 	return j, nil
 }
 
+// SetProcessGroup records, and syncs to disk, the process group the
+// journal's owner runs its program in, so that Restore, after the owner
+// has died, can end what is left of it first.
+func (j *Journal) SetProcessGroup(pgid int) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.done {
+		return errJournalDone
+	}
+	j.rec.PGID, j.rec.PGStart = pgid, procStart(pgid)
+	return j.persist()
+}
+
 // Path is the journal file's path.
 func (j *Journal) Path() string { return j.path }
 
@@ -235,8 +253,9 @@ func (j *Journal) Undo() error {
 	return nil
 }
 
-// Restore undoes the changes recorded in the journal in dir by a process
-// that is no longer running, checks them, and removes the journal. It
+// Restore ends what is left of the process group the journal records (see
+// SetProcessGroup), then undoes the changes recorded in the journal in dir
+// by a process that is no longer running, checks them, and removes the journal. It
 // returns the steps it restored; an IRQ or cpuidle step whose file has gone
 // is marked Gone and does not keep the journal. With no journal the error is ErrNoJournal;
 // while the owner still runs (and is not the caller) it refuses with
@@ -252,6 +271,11 @@ func Restore(dir string) ([]Step, error) {
 	}
 	if rec.PID != os.Getpid() && alive(rec.PID, rec.Start) {
 		return nil, fmt.Errorf("restore: %w", &JournalExistsError{Path: path, PID: rec.PID, Running: true, Command: rec.Command})
+	}
+	// The dead owner's program may have left children running with the
+	// settings it wanted: end them before the settings go.
+	if err := killLeftovers(rec); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", path, err)
 	}
 	if err := undoSteps(rec.Steps); err != nil {
 		return rec.Steps, fmt.Errorf("restore %s: %w", path, err)

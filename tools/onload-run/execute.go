@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -156,11 +157,15 @@ func (p *plan) execute(log *logger) int {
 		Stdin:  os.Stdin,
 		Stdout: os.Stdout,
 		Stderr: os.Stderr,
+		// PROGRAM leads a process group of its own, so that onload-run can
+		// end everything it started (a shell's pipeline, a daemon's
+		// workers) before it restores the host, and --restore can end
+		// what is left after onload-run was killed.
 		// If onload-run dies (SIGKILL), PROGRAM dies with it rather than
 		// run on with the host settings gone: the kernel sends the signal
 		// when the thread that forked PROGRAM exits, and that thread lives
-		// until PROGRAM ends.
-		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+		// until PROGRAM ends. (Only PROGRAM: --restore ends the rest.)
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}
 	startErr := make(chan error, 1)
 	done := make(chan *os.ProcessState, 1)
@@ -175,26 +180,47 @@ func (p *plan) execute(log *logger) int {
 		}
 		return abort(status)
 	}
-	p.checkChild(cmd.Process.Pid, log)
+	pgid := cmd.Process.Pid
+	if j != nil {
+		if err := j.SetProcessGroup(pgid); err != nil {
+			log.note("record process group %d: %v", pgid, err)
+		}
+	}
+	p.checkChild(pgid, log)
 
-	tty := openTTY()
+	// PROGRAM's group is not the terminal's foreground group: a Ctrl-C
+	// reaches onload-run alone, and, like every other signal onload-run
+	// gets, whoever sent it, it is forwarded to the whole group.
 	for {
 		select {
 		case s := <-sigs:
-			if tty.sentToUs(s) {
-				continue // the terminal sent it to PROGRAM as well
-			}
-			if err := cmd.Process.Signal(s); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			if err := syscall.Kill(-pgid, s.(syscall.Signal)); err != nil && !errors.Is(err, syscall.ESRCH) {
 				log.note("forward %v: %v", s, err)
 			}
 		case ps := <-done:
-			tty.close()
 			status := exitStatus(ps)
+			endGroup(pgid, log)
 			if !restore() {
 				return exitFailed
 			}
 			return status
 		}
+	}
+}
+
+// groupGrace is how long PROGRAM's leftover processes get to end after
+// SIGTERM before SIGKILL.
+const groupGrace = 2 * time.Second
+
+// endGroup ends what is left of PROGRAM's process group (same as
+// `kill -TERM -PGID`, then `kill -KILL -PGID`): nothing PROGRAM started
+// runs on once the host settings are restored.
+func endGroup(pgid int, log *logger) {
+	if n := len(affinity.GroupMembers(pgid)); n > 0 {
+		log.info("ending %d process%s left in PROGRAM's group %d", n, map[bool]string{true: "", false: "es"}[n == 1], pgid)
+	}
+	if err := affinity.KillProcessGroup(pgid, groupGrace); err != nil {
+		log.note("%v", err)
 	}
 }
 
@@ -258,31 +284,4 @@ func exitStatus(ps *os.ProcessState) int {
 		return 128 + int(ws.Signal())
 	}
 	return ps.ExitCode()
-}
-
-// terminal tells whether a signal came from the controlling terminal to
-// the whole foreground process group, PROGRAM included: then forwarding
-// it would deliver it twice.
-type terminal struct{ f *os.File }
-
-func openTTY() terminal {
-	f, err := os.OpenFile("/dev/tty", os.O_RDONLY|unix.O_NOCTTY, 0)
-	if err != nil {
-		return terminal{}
-	}
-	return terminal{f}
-}
-
-func (t terminal) sentToUs(s os.Signal) bool {
-	if t.f == nil || (s != unix.SIGINT && s != unix.SIGQUIT && s != unix.SIGWINCH) {
-		return false
-	}
-	fg, err := unix.IoctlGetInt(int(t.f.Fd()), unix.TIOCGPGRP)
-	return err == nil && fg == unix.Getpgrp()
-}
-
-func (t terminal) close() {
-	if t.f != nil {
-		t.f.Close()
-	}
 }

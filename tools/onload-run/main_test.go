@@ -707,3 +707,83 @@ func TestRestoreRefusesCraftedJournal(t *testing.T) {
 		t.Fatalf("victim now %q", b)
 	}
 }
+
+// childrenOf returns the live children of pid, waiting (at most 10 s)
+// until there are n of them.
+func childrenOf(t *testing.T, pid, n int) []int {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var kids []int
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			k, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+			if len(f) > 1 && f[0] != "Z" && f[1] == strconv.Itoa(pid) {
+				kids = append(kids, k)
+			}
+		}
+		if len(kids) >= n {
+			return kids
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d has children %v, want %d", pid, kids, n)
+		}
+	}
+}
+
+// TestGrandchildrenEnded: what PROGRAM starts (here the two sides of a
+// pipeline) does not outlive onload-run, whether onload-run is stopped
+// with SIGTERM or killed with SIGKILL and its journal restored.
+func TestGrandchildrenEnded(t *testing.T) {
+	requireRoot(t)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			dir := guard(t)
+			s := startRun(t, "--journal-dir", dir, "--profile", "latency", "--", "sh", "-c", "echo $$; sleep 30 | cat")
+			sh, err := strconv.Atoi(strings.TrimSpace(s.first))
+			if err != nil {
+				t.Fatalf("PROGRAM printed %q, not its pid", s.first)
+			}
+			kids := childrenOf(t, sh, 2)
+			t.Cleanup(func() {
+				for _, k := range kids {
+					if running(k) {
+						syscall.Kill(k, syscall.SIGKILL)
+					}
+				}
+			})
+			s.cmd.Process.Signal(sig)
+			if sig == syscall.SIGKILL {
+				// The pipeline outlives onload-run and holds its stdout
+				// and stderr open, so s.wait would wait for it: wait for
+				// onload-run itself, then --restore ends the rest.
+				for deadline := time.Now().Add(10 * time.Second); running(s.cmd.Process.Pid) && time.Now().Before(deadline); {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if r := onloadRun(t, nil, "--restore", "--journal-dir", dir); r.status != 0 {
+					t.Fatalf("--restore: status %d", r.status)
+				}
+			}
+			s.wait(t)
+			for _, pid := range append(kids, sh) {
+				for deadline := time.Now().Add(5 * time.Second); running(pid) && time.Now().Before(deadline); {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if running(pid) {
+					t.Errorf("pid %d (started by PROGRAM) still runs", pid)
+				}
+			}
+			if m := affinity.GroupMembers(sh); len(m) > 0 {
+				t.Errorf("PROGRAM's process group %d still has %v", sh, m)
+			}
+			noJournal(t, dir)
+		})
+	}
+}
