@@ -81,6 +81,18 @@ func (p *plan) execute(log *logger) int {
 		}
 		return status
 	}
+	// A panic, wherever it comes from in here, restores the host first.
+	pgid := 0
+	defer func() {
+		if r := recover(); r != nil {
+			log.note("panic: %v: restoring the host", r)
+			if pgid > 0 {
+				endGroup(pgid, log)
+			}
+			restore()
+			panic(r)
+		}
+	}()
 	// pending returns the status for a terminating signal that arrived
 	// while onload-run was still setting up, or -1.
 	pending := func() int {
@@ -145,6 +157,7 @@ func (p *plan) execute(log *logger) int {
 			return abort(exitFailed)
 		}
 		log.info("set %s: %s (was %s)", c.name, s.Shell(), s.Old)
+		afterChange(c)
 	}
 	if st := pending(); st >= 0 {
 		return abort(st)
@@ -180,7 +193,7 @@ func (p *plan) execute(log *logger) int {
 		}
 		return abort(status)
 	}
-	pgid := cmd.Process.Pid
+	pgid = cmd.Process.Pid
 	if j != nil {
 		if err := j.SetProcessGroup(pgid); err != nil {
 			log.note("record process group %d: %v", pgid, err)
@@ -207,6 +220,9 @@ func (p *plan) execute(log *logger) int {
 		}
 	}
 }
+
+// afterChange is called after each host change is made; tests replace it.
+var afterChange = func(change) {}
 
 // groupGrace is how long PROGRAM's leftover processes get to end after
 // SIGTERM before SIGKILL.

@@ -787,3 +787,38 @@ func TestGrandchildrenEnded(t *testing.T) {
 		})
 	}
 }
+
+// TestPanicRestores: a panic after a host change restores the host before
+// it goes on (run in this process, with a panic injected after the first
+// change).
+func TestPanicRestores(t *testing.T) {
+	requireRoot(t)
+	dir := guard(t)
+	lock := filepath.Join(t.TempDir(), "lowlat.lock")
+	before := readTrim(t, "/proc/sys/net/core/busy_read")
+	p, err := makePlan(options{profile: "latency", journalDir: dir, lockFile: lock, argv: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := afterChange
+	t.Cleanup(func() { afterChange = orig })
+	afterChange = func(change) { panic("injected") }
+	var errb bytes.Buffer
+	func() {
+		defer func() {
+			if r := recover(); r != "injected" {
+				t.Errorf("recovered %v, want the injected panic passed on", r)
+			}
+		}()
+		p.execute(&logger{w: &errb})
+		t.Error("execute returned")
+	}()
+	t.Logf("stderr: %s", errb.String())
+	if got := readTrim(t, "/proc/sys/net/core/busy_read"); got != before {
+		t.Fatalf("busy_read %s after the panic, was %s", got, before)
+	}
+	noJournal(t, dir)
+	if _, err := os.Lstat(lock); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("lock file left: %v", err)
+	}
+}
