@@ -22,11 +22,26 @@ var forwarded = []os.Signal{
 	unix.SIGUSR2, unix.SIGWINCH, unix.SIGALRM, unix.SIGCONT,
 }
 
+// notified returns the forwarded signals that were not ignored when
+// onload-run started. One that was ignored (nohup ignores SIGHUP, a shell
+// ignores SIGINT for a background job) stays ignored, so PROGRAM inherits
+// it ignored: Notify would install a handler, and PROGRAM would start with
+// the default action instead, which kills it.
+func notified() []os.Signal {
+	var out []os.Signal
+	for _, s := range forwarded {
+		if !signal.Ignored(s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // execute applies the plan, runs PROGRAM, and restores the host. It
 // returns onload-run's exit status.
 func (p *plan) execute(log *logger) int {
 	sigs := make(chan os.Signal, 32)
-	signal.Notify(sigs, forwarded...)
+	signal.Notify(sigs, notified()...)
 	defer signal.Stop(sigs)
 
 	for _, n := range p.notes {

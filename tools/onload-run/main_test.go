@@ -822,3 +822,14 @@ func TestPanicRestores(t *testing.T) {
 		t.Fatalf("lock file left: %v", err)
 	}
 }
+
+// TestIgnoredSignalsStayIgnored: SIGHUP and SIGINT ignored when onload-run
+// starts (nohup, a background job) are still ignored in PROGRAM.
+func TestIgnoredSignalsStayIgnored(t *testing.T) {
+	script := `trap "" HUP INT; exec ` + shq(bin) + ` --profile safe -- sh -c 'kill -HUP $$; kill -INT $$; echo alive'`
+	cmd := exec.Command("sh", "-c", script)
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "alive" {
+		t.Fatalf("PROGRAM with SIGHUP and SIGINT ignored: %v, output %q", err, out)
+	}
+}
