@@ -73,6 +73,9 @@ func (o Options) Validate() error {
 	if _, err := Capabilities(o.Backend, o.Realtime); err != nil {
 		return err
 	}
+	if err := checkCPUList("CPUs", o.CPUs); err != nil {
+		return err
+	}
 	if o.DMALatency && o.DMALatencyDev == (DevNum{}) {
 		return errors.New("containerize: DMALatency without DMALatencyDev: WriteBundle reads it from the host's " + DMALatencyPath)
 	}

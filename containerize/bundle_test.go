@@ -132,6 +132,9 @@ func TestOptionsValidate(t *testing.T) {
 		{Binary: "x", Backend: "kernel", Binds: map[string]string{"rel": "/tmp"}},
 		{Binary: "x", Backend: "kernel", Binds: map[string]string{BinaryPath: "/tmp"}},
 		{Binary: "x", Backend: "kernel", DMALatency: true},
+		{Binary: "x", Backend: "kernel", CPUs: "0-"},
+		{Binary: "x", Backend: "kernel", CPUs: "two"},
+		{Binary: "x", Backend: "kernel", CPUs: "3-1"},
 	} {
 		if err := o.Validate(); err == nil {
 			t.Errorf("%+v: valid", o)

@@ -36,11 +36,8 @@ type Deploy struct {
 }
 
 func (d Deploy) withDefaults() (Deploy, error) {
-	if _, err := Capabilities(d.Backend, d.Realtime); err != nil {
+	if err := d.Validate(); err != nil {
 		return d, err
-	}
-	if d.CPUs < 0 {
-		return d, fmt.Errorf("containerize: %d CPUs: want a positive whole number", d.CPUs)
 	}
 	if d.CPUs == 0 {
 		d.CPUs = 1

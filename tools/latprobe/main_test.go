@@ -118,6 +118,13 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"server", "--addr", "localhost"}, "--addr"},
 		{[]string{"nosuchcommand"}, "nosuchcommand"},
 		{[]string{"doctor", "--iface", "a/b"}, "--iface"},
+		{[]string{"spec", "--cpuset", "2-"}, "--cpuset"},
+		{[]string{"spec", "--engine", "kubernetes", "--hugepages", "1G"}, "--hugepages"},
+		{[]string{"spec", "--hugepages", "3Mi"}, "--hugepages"},
+		{[]string{"spec", "--backend", "warp"}, "warp"},
+		{[]string{"suite", "--cpus", "0-"}, "--cpus"},
+		{[]string{"suite", "--cpus", "two"}, "--cpus"},
+		{[]string{"suite", "--engine", "docker"}, "--engine"},
 	} {
 		r := runBinary(t, tc.args...)
 		msg := strings.TrimSuffix(r.stderr, "\n")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,6 +37,9 @@ func cmdSpec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if d.CPUs <= 0 {
 		return usagef("--cpus %d: want a whole number of CPUs, 1 or more", d.CPUs)
 	}
+	if err := d.Validate(); err != nil {
+		return deployUsage(err)
+	}
 	if *mesh {
 		if *engine != "kubernetes" {
 			return usagef("--mesh: only with --engine kubernetes")
@@ -69,4 +73,19 @@ func cmdSpec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	return usagef("--engine %q: want podman, docker or kubernetes", *engine)
+}
+
+// deployFlags are spec's flags for the containerize.Deploy fields.
+var deployFlags = map[string]string{"CPUs": "--cpus", "CPUSet": "--cpuset", "Hugepages": "--hugepages", "Backend": "--backend"}
+
+// deployUsage turns an invalid Deploy field into a usage error naming the
+// flag that set it.
+func deployUsage(err error) error {
+	var fe *containerize.FieldError
+	if errors.As(err, &fe) {
+		if flag, ok := deployFlags[fe.Field]; ok {
+			return usagef("%s %s: %v", flag, fe.Value, fe.Err)
+		}
+	}
+	return usagef("%v", err)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/lowlat/lowlat/affinity"
 	"github.com/lowlat/lowlat/containerize"
 	"github.com/lowlat/lowlat/latency"
 )
@@ -33,6 +34,14 @@ func cmdSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *count <= 0 || *count > 10_000_000 {
 		return usagef("--count %d: want 1 to 10000000", *count)
+	}
+	if *engine != "runc" && *engine != "podman" {
+		return usagef("--engine %q: want runc or podman", *engine)
+	}
+	if *cpus != "" {
+		if s, err := affinity.ParseCPUList(*cpus); err != nil || s.IsEmpty() {
+			return usagef("--cpus %q: want a CPU list such as 0-1 or 2,4", *cpus)
+		}
 	}
 	bin := *binary
 	if bin == "" {
