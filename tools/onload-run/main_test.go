@@ -567,6 +567,15 @@ func TestEnvironment(t *testing.T) {
 		t.Fatalf("status %d stdout %q", r.status, r.stdout)
 	}
 
+	// Variables derived from flags beat the environment; the profile's
+	// [env] values still defer to it.
+	cpu := strconv.Itoa(lastOnline(t))
+	r = onloadRun(t, []string{"LOWLAT_CPUS=999", "LOWLAT_IFACE=bogus0", "LOWLAT_WAIT=block"}, "--profile", prof, "--cpus", cpu, "--iface", "lo", "--",
+		"sh", "-c", `echo "$LOWLAT_CPUS $LOWLAT_IFACE $LOWLAT_WAIT"; env | grep -c '^LOWLAT_CPUS='`)
+	if r.status != 0 || r.stdout != cpu+" lo block\n1\n" {
+		t.Fatalf("flags over the environment: status %d stdout %q", r.status, r.stdout)
+	}
+
 	// A Go program that does not link lowlat: told why LD_PRELOAD cannot
 	// help, and given no LD_PRELOAD.
 	src := filepath.Join(dir, "goprog")

@@ -53,7 +53,8 @@ func findOnload() string {
 // buildEnv works out PROGRAM's environment: onload-run's own, plus the
 // profile's variables that are not already set (a variable set by the
 // caller wins over the profile), plus LOWLAT_CPUS, LOWLAT_IFACE and
-// LOWLAT_MLOCKALL, plus for a non-Go program under Onload the profile's EF_*
+// LOWLAT_MLOCKALL, which follow the flags whatever the environment says,
+// plus for a non-Go program under Onload the profile's EF_*
 // variables and LD_PRELOAD.
 func (p *plan) buildEnv() error {
 	p.env = os.Environ()
@@ -75,17 +76,27 @@ func (p *plan) buildEnv() error {
 		p.env = append(p.env, name+"="+value)
 		p.envAdded = append(p.envAdded, name+"="+value)
 	}
+	// force sets a variable derived from a flag: the flag is the caller's
+	// word for this run, and beats a value inherited from the environment.
+	force := func(name, value string) {
+		if old, ok := have(name); ok && old != value {
+			p.info("replacing %s=%s from the environment with %s", name, old, value)
+		}
+		p.env = slices.DeleteFunc(p.env, func(kv string) bool { return strings.HasPrefix(kv, name+"=") })
+		p.env = append(p.env, name+"="+value)
+		p.envAdded = append(p.envAdded, name+"="+value)
+	}
 	for _, e := range p.prof.Env {
 		set(e.Name, e.Value)
 	}
 	if !p.cpus.IsEmpty() {
-		set(affinity.EnvCPUs, p.cpus.String())
+		force(affinity.EnvCPUs, p.cpus.String())
 	}
 	if p.o.iface != "" {
-		set("LOWLAT_IFACE", p.o.iface)
+		force("LOWLAT_IFACE", p.o.iface)
 	}
 	if p.prof.Program.Mlockall {
-		set(affinity.EnvMlockall, "1")
+		force(affinity.EnvMlockall, "1")
 		if !p.linksLowlat {
 			p.info("mlockall cannot be imposed across exec: PROGRAM must lock its own memory (LOWLAT_MLOCKALL=1 asks it to)")
 		}
