@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -77,6 +78,14 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 		return o, badInput("%v", err)
 	}
 	o.argv = fs.Args()
+	// Both name where root reads and writes: never relative to wherever
+	// onload-run happens to be started (an empty one meant ./journal.json).
+	if !filepath.IsAbs(o.journalDir) {
+		return o, badInput("--journal-dir %q: want an absolute directory", o.journalDir)
+	}
+	if !filepath.IsAbs(o.lockFile) {
+		return o, badInput("--lock-file %q: want an absolute path", o.lockFile)
+	}
 	if o.restore {
 		if len(o.argv) > 0 || o.dryRun {
 			return o, badInput("--restore takes no program and no --dry-run")
@@ -85,9 +94,6 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	}
 	if len(o.argv) == 0 {
 		return o, badInput("no program given (onload-run [flags] -- PROGRAM [ARGS...])")
-	}
-	if o.journalDir == "" {
-		return o, badInput("--journal-dir is empty")
 	}
 	return o, nil
 }

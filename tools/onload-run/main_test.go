@@ -509,6 +509,10 @@ func TestBadInput(t *testing.T) {
 		{"--", "no-such-program-anywhere"},
 		{"--bogus-flag", "--", "true"},
 		{"--restore", "--", "true"},
+		{"--restore", "--journal-dir", ""},
+		{"--restore", "--journal-dir", "relative"},
+		{"--journal-dir", "", "--", "true"},
+		{"--lock-file", "relative.lock", "--", "true"},
 		{},
 	} {
 		r := onloadRun(t, nil, append([]string{"--journal-dir", dir}, args...)...)
