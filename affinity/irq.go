@@ -5,10 +5,53 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 )
+
+// virtioDevRE matches a virtio device's sysfs directory name ("virtio2"):
+// its interrupts belong to the PCI function above it.
+var virtioDevRE = regexp.MustCompile(`^virtio[0-9]+$`)
+
+// deviceIRQs returns the interrupts of the device whose sysfs directory is
+// dev (symbolic links resolved): its MSI vectors (msi_irqs), else its
+// legacy INTx line (the irq file). Only for a virtio device, which has
+// neither of its own, is the parent directory (the virtio PCI function)
+// read instead; any other device's parent is a bus or bridge whose
+// interrupts are not the device's.
+func deviceIRQs(dev string) []int {
+	dirs := []string{dev}
+	if virtioDevRE.MatchString(filepath.Base(dev)) {
+		dirs = append(dirs, filepath.Dir(dev))
+	}
+	for _, dir := range dirs {
+		ents, err := os.ReadDir(filepath.Join(dir, "msi_irqs"))
+		if err != nil {
+			continue
+		}
+		var nums []int
+		for _, e := range ents {
+			if n, err := strconv.Atoi(e.Name()); err == nil {
+				nums = append(nums, n)
+			}
+		}
+		if len(nums) > 0 {
+			sort.Ints(nums)
+			return nums
+		}
+	}
+	// Legacy INTx: one line in the irq file.
+	for _, dir := range dirs {
+		if v, err := readValue(KindFile, filepath.Join(dir, "irq")); err == nil {
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				return []int{n}
+			}
+		}
+	}
+	return nil
+}
 
 // IRQ is one interrupt line of a device.
 type IRQ struct {
@@ -38,25 +81,8 @@ func InterfaceIRQs(iface string) ([]IRQ, error) {
 	}
 	nums := map[int]bool{}
 	if dev, err := filepath.EvalSymlinks(filepath.Join(base, "device")); err == nil {
-		for _, dir := range []string{dev, filepath.Dir(dev)} {
-			ents, err := os.ReadDir(filepath.Join(dir, "msi_irqs"))
-			if err != nil {
-				continue
-			}
-			for _, e := range ents {
-				if n, err := strconv.Atoi(e.Name()); err == nil {
-					nums[n] = true
-				}
-			}
-			break
-		}
-		// Legacy INTx: one line in the device's irq file.
-		if len(nums) == 0 {
-			if v, err := readValue(KindFile, filepath.Join(dev, "irq")); err == nil {
-				if n, err := strconv.Atoi(v); err == nil && n > 0 {
-					nums[n] = true
-				}
-			}
+		for _, n := range deviceIRQs(dev) {
+			nums[n] = true
 		}
 	}
 	if len(nums) == 0 {

@@ -4,6 +4,8 @@ package affinity
 
 import (
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -57,5 +59,46 @@ func TestInterfaceIRQs(t *testing.T) {
 	}
 	if _, err := InterfaceIRQs("nosuchif0"); err == nil {
 		t.Error("missing interface accepted")
+	}
+}
+
+// TestDeviceIRQs reads a fake sysfs tree: only a virtio device's
+// interrupts are looked for in its parent.
+func TestDeviceIRQs(t *testing.T) {
+	root := t.TempDir()
+	mk := func(dir string, msi []string, irq string) string {
+		t.Helper()
+		p := filepath.Join(root, dir)
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if msi != nil {
+			os.Mkdir(filepath.Join(p, "msi_irqs"), 0o755)
+		}
+		for _, n := range msi {
+			os.WriteFile(filepath.Join(p, "msi_irqs", n), nil, 0o644)
+		}
+		if irq != "" {
+			os.WriteFile(filepath.Join(p, "irq"), []byte(irq+"\n"), 0o644)
+		}
+		return p
+	}
+	// A virtio NIC: the PCI function above it holds the vectors, or the
+	// INTx line.
+	mk("pci/0000:00:03.0", []string{"38", "37"}, "11")
+	virtio := mk("pci/0000:00:03.0/virtio2", nil, "")
+	mk("pci/0000:00:05.0", nil, "10")
+	virtioINTx := mk("pci/0000:00:05.0/virtio4", nil, "")
+	// A NIC behind a bridge: the bridge's vector and line are not its own.
+	mk("pci/0000:00:1c.0", []string{"24"}, "16")
+	intx := mk("pci/0000:00:1c.0/0000:02:00.0", nil, "17")
+	none := mk("pci/0000:00:1c.0/0000:03:00.0", nil, "0")
+	msi := mk("pci/0000:00:1c.0/0000:04:00.0", []string{"50", "51"}, "18")
+	for dev, want := range map[string][]int{
+		virtio: {37, 38}, virtioINTx: {10}, intx: {17}, none: nil, msi: {50, 51},
+	} {
+		if got := deviceIRQs(dev); !slices.Equal(got, want) {
+			t.Errorf("%s: %v, want %v", dev, got, want)
+		}
 	}
 }
