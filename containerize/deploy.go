@@ -31,6 +31,15 @@ type Deploy struct {
 	DMALatency bool
 	// Image is the image name ("" means "latprobe:latest").
 	Image string
+	// OnloadResource is, for Kubernetes with backend efvi, the extended
+	// resource name under which a device plugin hands out the Onload
+	// devices (the one Onload's Kubernetes operator registers, such as
+	// "amd.com/onload": check your cluster's node capacity). When set, the
+	// container asks for one of it instead of mounting /dev/onload,
+	// /dev/onload_epoll and /dev/sfc_char as hostPath CharDevice volumes,
+	// which the device cgroup of a non-privileged container refuses to
+	// open.
+	OnloadResource string
 	// Args are latprobe's arguments (nil means a server on 0.0.0.0:7471).
 	Args []string
 }
@@ -126,12 +135,62 @@ func RunCommand(engine string, d Deploy) ([]string, error) {
 	if d.Hugepages != "" {
 		args = append(args, "--mount", "type=bind,source=/dev/hugepages,target=/dev/hugepages")
 	}
-	if d.Realtime && engine == "docker" {
-		// SCHED_FIFO in a container needs real-time runtime in its cgroup.
+	if d.Realtime {
+		// SCHED_FIFO in a container needs real-time runtime in its
+		// cgroup. --cpu-rt-runtime exists only with cgroup v1 on a kernel
+		// with CONFIG_RT_GROUP_SCHED, and docker needs the daemon's own
+		// budget (dockerd --cpu-rt-runtime=950000); elsewhere the engine
+		// refuses the flag. RunNotes says so next to the command line.
 		args = append(args, "--cpu-rt-runtime", "950000", "--ulimit", "rtprio=99")
 	}
 	args = append(args, d.Image)
 	return append(args, d.Args...), nil
+}
+
+// RunNotes are comment lines (starting "# ") to print with RunCommand's
+// or PodManifest's output for d: what the host or cluster must provide
+// for the options asked.
+func RunNotes(engine string, d Deploy) []string {
+	var n []string
+	if d.Realtime {
+		switch engine {
+		case "kubernetes":
+			n = append(n, "# --realtime: SCHED_FIFO fails with EPERM in the container unless its cgroup gets real-time",
+				"#   runtime, which Kubernetes does not give; CAP_SYS_NICE still allows pinning.")
+		default:
+			need := "cgroup v1 and CONFIG_RT_GROUP_SCHED"
+			if engine == "docker" {
+				need += ", with dockerd started with --cpu-rt-runtime=950000"
+			}
+			n = append(n, "# --realtime: --cpu-rt-runtime works only with "+need+";",
+				"#   without real-time runtime SCHED_FIFO fails with EPERM in the container (drop the flag there).")
+		}
+	}
+	if engine == "kubernetes" {
+		if devs := hostDevices(d); len(devs) > 0 {
+			n = append(n, "# "+strings.Join(devs, ", ")+": hostPath CharDevice volumes, which the device cgroup",
+				"#   of a non-privileged container refuses to open: set securityContext.privileged: true,")
+			if d.Backend == "efvi" && d.OnloadResource == "" {
+				n = append(n, "#   or pass --onload-resource NAME, the Onload device plugin's resource.")
+			} else {
+				n = append(n, "#   or use a device plugin that exposes them.")
+			}
+		}
+	}
+	return n
+}
+
+// hostDevices are the devices d's pod mounts as hostPath CharDevice
+// volumes.
+func hostDevices(d Deploy) []string {
+	var devs []string
+	if d.DMALatency {
+		devs = append(devs, DMALatencyPath)
+	}
+	if d.Backend == "efvi" && d.OnloadResource == "" {
+		devs = append(devs, onloadDevices...)
+	}
+	return devs
 }
 
 // ShellQuote joins args into one shell command line.
@@ -236,7 +295,15 @@ func PodManifest(d Deploy) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("containerize: pod manifest: %w", err)
 	}
-	return b, nil
+	return withNotes(RunNotes("kubernetes", d), b), nil
+}
+
+// withNotes puts comment lines in front of a YAML document.
+func withNotes(notes []string, b []byte) []byte {
+	if len(notes) == 0 {
+		return b
+	}
+	return append([]byte(strings.Join(notes, "\n")+"\n"), b...)
 }
 
 // latencyContainer is the container named name that runs latprobe with d
@@ -264,14 +331,10 @@ func latencyContainer(name string, d Deploy) (container, []volume) {
 		vols = append(vols, volume{Name: "hugepages", EmptyDir: &emptyDir{Medium: "HugePages-2Mi"}})
 		c.VolumeMounts = append(c.VolumeMounts, volumeMount{Name: "hugepages", MountPath: "/dev/hugepages"})
 	}
-	var devs []string
-	if d.DMALatency {
-		devs = append(devs, DMALatencyPath)
+	if d.Backend == "efvi" && d.OnloadResource != "" {
+		res[d.OnloadResource] = "1"
 	}
-	if d.Backend == "efvi" {
-		devs = append(devs, onloadDevices...)
-	}
-	for _, dev := range devs {
+	for _, dev := range hostDevices(d) {
 		vn := strings.ReplaceAll(strings.TrimPrefix(dev, "/dev/"), "_", "-")
 		vols = append(vols, volume{Name: vn, HostPath: &hostPath{Path: dev, Type: "CharDevice"}})
 		c.VolumeMounts = append(c.VolumeMounts, volumeMount{Name: vn, MountPath: dev})

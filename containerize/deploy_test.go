@@ -94,6 +94,42 @@ func TestPodManifest(t *testing.T) {
 	}
 }
 
+// TestPodManifestDevices checks that hostPath devices come with a comment
+// saying they need a privileged pod, and that a device plugin's resource
+// replaces the Onload volumes.
+func TestPodManifestDevices(t *testing.T) {
+	b, err := PodManifest(Deploy{Backend: "efvi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(b), "# ") || !strings.Contains(string(b), "privileged") || !strings.Contains(string(b), "--onload-resource") {
+		t.Errorf("efvi manifest without the privileged/device plugin comment:\n%s", b)
+	}
+	b, err = PodManifest(Deploy{Backend: "efvi", OnloadResource: "example.com/onload"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p corev1.Pod
+	if err := yaml.UnmarshalStrict(b, &p); err != nil {
+		t.Fatalf("manifest does not parse as a core/v1 Pod: %v\n%s", err, b)
+	}
+	c := p.Spec.Containers[0]
+	if len(c.VolumeMounts) != 0 || len(p.Spec.Volumes) != 0 {
+		t.Errorf("device plugin manifest still mounts %v", c.VolumeMounts)
+	}
+	for _, rl := range []corev1.ResourceList{c.Resources.Requests, c.Resources.Limits} {
+		if q, ok := rl["example.com/onload"]; !ok || q.Value() != 1 {
+			t.Errorf("resources %v: want example.com/onload: 1", rl)
+		}
+	}
+	if strings.HasPrefix(string(b), "#") {
+		t.Errorf("comment without hostPath devices:\n%s", b)
+	}
+	if _, err := PodManifest(Deploy{Backend: "efvi", OnloadResource: "onload"}); err == nil {
+		t.Error("accepted a resource name without a domain")
+	}
+}
+
 func TestPodManifestRejects(t *testing.T) {
 	for _, d := range []Deploy{{Backend: "dpdk"}, {Backend: "kernel", CPUs: -1}} {
 		if _, err := PodManifest(d); err == nil {
@@ -120,6 +156,19 @@ func TestRunCommand(t *testing.T) {
 		}
 		if strings.Contains(line, "SYS_NICE") {
 			t.Errorf("%s: %q grants SYS_NICE without Realtime", engine, line)
+		}
+	}
+	for _, engine := range []string{"podman", "docker"} {
+		d := Deploy{Backend: "kernel", Realtime: true}
+		args, err := RunCommand(engine, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line := ShellQuote(args); !strings.Contains(line, "--cpu-rt-runtime 950000") {
+			t.Errorf("%s --realtime: %q lacks --cpu-rt-runtime", engine, line)
+		}
+		if n := strings.Join(RunNotes(engine, d), "\n"); !strings.Contains(n, "RT_GROUP_SCHED") || !strings.HasPrefix(n, "# ") {
+			t.Errorf("%s --realtime notes %q: want a comment on RT_GROUP_SCHED", engine, n)
 		}
 	}
 	if _, err := RunCommand("kubernetes", Deploy{Backend: "kernel"}); err == nil {

@@ -254,5 +254,5 @@ func MeshManifest(m Mesh) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("containerize: mesh daemonset: %w", err)
 	}
-	return append(out, b...), nil
+	return withNotes(RunNotes("kubernetes", m.Deploy), append(out, b...)), nil
 }

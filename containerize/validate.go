@@ -81,6 +81,9 @@ func (d Deploy) Validate() error {
 	if err := checkCPUList("CPUSet", d.CPUSet); err != nil {
 		return err
 	}
+	if d.OnloadResource != "" && (!strings.Contains(d.OnloadResource, "/") || strings.ContainsAny(d.OnloadResource, " \t\n:")) {
+		return &FieldError{"OnloadResource", d.OnloadResource, fmt.Errorf("want a domain-qualified extended resource name such as example.com/onload")}
+	}
 	if d.Memory != "" {
 		if _, err := ParseBytes(d.Memory); err != nil {
 			return &FieldError{"Memory", d.Memory, err}

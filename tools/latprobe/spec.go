@@ -25,6 +25,7 @@ func cmdSpec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.BoolVar(&d.Realtime, "realtime", false, "add CAP_SYS_NICE for pinning and SCHED_FIFO")
 	fs.BoolVar(&d.DMALatency, "dma-latency", false, "pass /dev/cpu_dma_latency through")
 	fs.StringVar(&d.Image, "image", "latprobe:latest", "image name")
+	fs.StringVar(&d.OnloadResource, "onload-resource", "", "kubernetes, efvi: the Onload device plugin's resource name (as in the nodes' capacity) to ask for instead of hostPath device volumes, which need a privileged pod")
 	mesh := fs.Bool("mesh", false, "kubernetes: a DaemonSet of a server and a monitor on every node, node-to-node latency for Prometheus")
 	var m containerize.Mesh
 	fs.IntVar(&m.MPS, "mps", 100, "--mesh: probes per second from each node to each other node")
@@ -61,8 +62,8 @@ func cmdSpec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return usagef("%v", err)
 		}
-		_, err = fmt.Fprintf(stdout, "# Containerfile\n%s\n# build and run\n%s build -t %s -f Containerfile .\n%s\n",
-			containerize.Containerfile(), *engine, d.Image, containerize.ShellQuote(line))
+		_, err = fmt.Fprintf(stdout, "# Containerfile\n%s\n# build and run\n%s build -t %s -f Containerfile .\n%s%s\n",
+			containerize.Containerfile(), *engine, d.Image, notes(containerize.RunNotes(*engine, d), d.Realtime), containerize.ShellQuote(line))
 		return err
 	case "kubernetes":
 		b, err := containerize.PodManifest(d)
@@ -75,8 +76,23 @@ func cmdSpec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return usagef("--engine %q: want podman, docker or kubernetes", *engine)
 }
 
+// notes are the comment lines to print before a run command line, and,
+// with --realtime, whether this host could give a container real-time
+// runtime.
+func notes(lines []string, realtime bool) string {
+	if realtime {
+		if _, err := containerize.HostRealtime(); err != nil {
+			lines = append(lines, "# on this host: "+oneLine(err.Error()))
+		}
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	return strings.Join(lines, "\n") + "\n"
+}
+
 // deployFlags are spec's flags for the containerize.Deploy fields.
-var deployFlags = map[string]string{"CPUs": "--cpus", "CPUSet": "--cpuset", "Hugepages": "--hugepages", "Backend": "--backend"}
+var deployFlags = map[string]string{"CPUs": "--cpus", "CPUSet": "--cpuset", "Hugepages": "--hugepages", "Backend": "--backend", "OnloadResource": "--onload-resource"}
 
 // deployUsage turns an invalid Deploy field into a usage error naming the
 // flag that set it.
