@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/lowlat/lowlat/internal/priv"
 )
@@ -51,12 +52,19 @@ func writeValue(kind, path, v string) error {
 	return nil
 }
 
-// capabilityFor names what a write to path needs beyond being its owner.
+// capabilityFor names what a write to path needs beyond being its owner:
+// a /proc/sys/net file checks CAP_NET_ADMIN (in the network namespace's
+// owner); /proc/irq and sysfs files are root's with mode 0644, which
+// CAP_DAC_OVERRIDE lifts. Any other /proc/sys file checks the effective
+// uid alone: no capability lifts it, and the answer is "".
 func capabilityFor(path string) string {
-	if strings.HasPrefix(path, "/proc/sys/net/") {
+	switch {
+	case strings.HasPrefix(path, "/proc/sys/net/"):
 		return "CAP_NET_ADMIN"
+	case strings.HasPrefix(path, "/proc/sys/"):
+		return ""
 	}
-	return "CAP_SYS_ADMIN"
+	return "CAP_DAC_OVERRIDE"
 }
 
 func readErr(path string, err error) error {
@@ -72,5 +80,10 @@ func writeErr(path, v string, err error) error {
 	if errors.As(err, &pe) {
 		err = pe.Err
 	}
-	return priv.Wrap(fmt.Sprintf("write %q to %s", v, path), capabilityFor(path), err)
+	op := fmt.Sprintf("write %q to %s", v, path)
+	c := capabilityFor(path)
+	if c == "" && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES)) {
+		return fmt.Errorf("%s: %w (needs root: euid 0; no capability lifts it)", op, err)
+	}
+	return priv.Wrap(op, c, err)
 }
