@@ -27,12 +27,14 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// usageError is bad input: one line, exit status 2.
-type usageError struct{ msg string }
+// usageError is bad input: one line, exit status 2. It keeps its cause.
+type usageError struct{ err error }
 
-func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
 
-func badInput(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+// badInput formats as fmt.Errorf does: %w keeps the cause.
+func badInput(format string, a ...any) error { return &usageError{fmt.Errorf(format, a...)} }
 
 const usage = `usage: onload-run [--profile NAME|PATH] [--cpus LIST] [--irq-cpus LIST] [--iface IF]
                   [--dry-run] [-v] [--journal-dir DIR] [--lock-file PATH] [--onload-lib PATH] -- PROGRAM [ARGS...]

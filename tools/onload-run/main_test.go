@@ -846,3 +846,20 @@ func TestIgnoredSignalsStayIgnored(t *testing.T) {
 		t.Fatalf("PROGRAM with SIGHUP and SIGINT ignored: %v, output %q", err, out)
 	}
 }
+
+// TestProfileMissingSysctl: a profile naming a sysctl this kernel lacks is
+// bad input (status 2) named by the profile, found before any change.
+func TestProfileMissingSysctl(t *testing.T) {
+	before := snapshot(t)
+	dir := t.TempDir()
+	prof := filepath.Join(dir, "mine.profile")
+	os.WriteFile(prof, []byte("description = test\n[sysctl]\nnet.core.busy_read = 50\nnet.core.no_such_knob_lowlat = 1\n"), 0o644)
+	r := onloadRun(t, nil, "--journal-dir", filepath.Join(dir, "j"), "--profile", prof, "--", "true")
+	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+	if r.status != 2 || len(lines) != 1 || !strings.Contains(lines[0], "profile mine") || !strings.Contains(lines[0], "no_such_knob_lowlat") {
+		t.Fatalf("status %d stderr %q: want 2 and one line naming the profile and the sysctl", r.status, r.stderr)
+	}
+	if d := before.diff(snapshot(t)); len(d) > 0 {
+		t.Fatalf("changed the host:\n%s", strings.Join(d, "\n"))
+	}
+}

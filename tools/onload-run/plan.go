@@ -85,7 +85,7 @@ func makePlan(o options) (*plan, error) {
 	var irqs []affinity.IRQ
 	if o.iface != "" {
 		if irqs, err = affinity.InterfaceIRQs(o.iface); err != nil {
-			return nil, badInput("--iface %s: no such network interface", o.iface)
+			return nil, badInput("--iface %s: %w", o.iface, err)
 		}
 	}
 	if p.path, err = exec.LookPath(o.argv[0]); err != nil {
@@ -111,7 +111,11 @@ func makePlan(o options) (*plan, error) {
 		c := change{step: affinity.Step{Kind: affinity.KindSysctl, Path: path, New: s.Value, What: "sysctl " + s.Name},
 			name: s.Name, optional: s.Optional}
 		if err := c.readCurrent(); err != nil && !s.Optional {
-			return nil, fmt.Errorf("sysctl %s: %w", s.Name, err)
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, badInput("profile %s: sysctl %s: %s does not exist on this kernel (list it under [%s] if it may be missing): %w",
+					prof.Name, s.Name, path, "sysctl.optional", err)
+			}
+			return nil, fmt.Errorf("profile %s: sysctl %s: %w", prof.Name, s.Name, err)
 		}
 		p.changes = append(p.changes, c)
 	}
