@@ -145,7 +145,16 @@ func CreateJournal(dir string, command []string) (*Journal, error) {
 		Created: time.Now().UTC().Truncate(time.Second),
 		Steps:   []Step{},
 	}}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	// The journal appears whole or not at all: it is written to a
+	// temporary file, synced, and linked into place with link(2), which
+	// fails when a journal exists. A reader never sees it half written.
+	b, _ := json.MarshalIndent(&j.rec, "", "  ")
+	tmp, err := writeTemp(dir, append(b, '\n'))
+	if err != nil {
+		return nil, fmt.Errorf("create journal: %w", err)
+	}
+	err = os.Link(tmp, path)
+	os.Remove(tmp)
 	if errors.Is(err, fs.ErrExist) {
 		old, rerr := readRecord(path)
 		if rerr != nil {
@@ -156,8 +165,20 @@ func CreateJournal(dir string, command []string) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create journal: %w", err)
 	}
-	b, _ := json.MarshalIndent(&j.rec, "", "  ")
-	_, err = f.Write(append(b, '\n'))
+	syncDir(dir)
+	return j, nil
+}
+
+// writeTemp writes b to a new file of a fresh name in dir (O_EXCL: no
+// existing file or link is followed) and syncs it.
+func writeTemp(dir string, b []byte) (string, error) {
+	f, err := os.CreateTemp(dir, "."+JournalFile+".*")
+	if err != nil {
+		return "", err
+	}
+	if err = f.Chmod(0o644); err == nil {
+		_, err = f.Write(b)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -165,23 +186,17 @@ func CreateJournal(dir string, command []string) (*Journal, error) {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(path)
-		return nil, fmt.Errorf("create journal: write %s: %w", path, err)
+		os.Remove(f.Name())
+		return "", err
 	}
-	return j, nil
+	return f.Name(), nil
 }
 
-// SetProcessGroup records, and syncs to disk, the process group the
-// journal's owner runs its program in, so that Restore, after the owner
-// has died, can end what is left of it first.
-func (j *Journal) SetProcessGroup(pgid int) error {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.done {
-		return errJournalDone
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
 	}
-	j.rec.PGID, j.rec.PGStart = pgid, procStart(pgid)
-	return j.persist()
 }
 
 // Path is the journal file's path.

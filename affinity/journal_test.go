@@ -415,3 +415,42 @@ func TestUndoStepGone(t *testing.T) {
 	}
 	os.Remove(filepath.Join(dir, JournalFile))
 }
+
+// TestCreateJournalWhole: concurrent creators in one directory see either
+// no journal or a whole one: one wins, every other is told who holds it,
+// and no temporary file is left.
+func TestCreateJournalWhole(t *testing.T) {
+	for range 50 {
+		dir := t.TempDir()
+		const n = 8
+		errs := make(chan error, n)
+		js := make(chan *Journal, n)
+		for range n {
+			go func() {
+				j, err := CreateJournal(dir, []string{"racer"})
+				if err == nil {
+					js <- j
+				}
+				errs <- err
+			}()
+		}
+		won := 0
+		for range n {
+			err := <-errs
+			var ex *JournalExistsError
+			switch {
+			case err == nil:
+				won++
+			case !errors.As(err, &ex) || !ex.Running:
+				t.Fatalf("losing creator: %v", err)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("%d creators won", won)
+		}
+		(<-js).Undo()
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Fatalf("left in %s: %v", dir, ents)
+		}
+	}
+}
