@@ -199,6 +199,19 @@ func syncDir(dir string) {
 	}
 }
 
+// SetProcessGroup records, and syncs to disk, the process group the
+// journal's owner runs its program in, so that Restore, after the owner
+// has died, can end what is left of it first.
+func (j *Journal) SetProcessGroup(pgid int) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.done {
+		return errJournalDone
+	}
+	j.rec.PGID, j.rec.PGStart = pgid, procStart(pgid)
+	return j.persist()
+}
+
 // Path is the journal file's path.
 func (j *Journal) Path() string { return j.path }
 
