@@ -863,3 +863,17 @@ func TestProfileMissingSysctl(t *testing.T) {
 		t.Fatalf("changed the host:\n%s", strings.Join(d, "\n"))
 	}
 }
+
+// TestRealTimeWithoutCPUsWarns: latency-best (SCHED_FIFO) without --cpus
+// is worth a note; with --cpus it is not.
+func TestRealTimeWithoutCPUsWarns(t *testing.T) {
+	dir := t.TempDir()
+	r := onloadRun(t, nil, "--dry-run", "--journal-dir", dir, "--profile", "latency-best", "--", "true")
+	if r.status != 0 || !strings.Contains(r.stdout, "# note: profile latency-best runs PROGRAM SCHED_FIFO without --cpus") {
+		t.Fatalf("status %d stdout %q", r.status, r.stdout)
+	}
+	r = onloadRun(t, nil, "--dry-run", "--journal-dir", dir, "--profile", "latency-best", "--cpus", strconv.Itoa(lastOnline(t)), "--", "true")
+	if r.status != 0 || strings.Contains(r.stdout, "without --cpus") {
+		t.Fatalf("with --cpus: status %d stdout %q", r.status, r.stdout)
+	}
+}

@@ -131,6 +131,10 @@ func makePlan(o options) (*plan, error) {
 	if h.DisableIdle {
 		p.planIdle()
 	}
+	if prof.Program.Sched != affinity.SchedOther && p.cpus.IsEmpty() {
+		p.note("profile %s runs PROGRAM SCHED_%s without --cpus: a spinning real-time thread may take a CPU from the kernel's own threads on any CPU; give --cpus",
+			prof.Name, strings.ToUpper(prof.Program.Sched.String()))
+	}
 	if prof.Program.Sched != affinity.SchedOther {
 		p.info("PROGRAM runs SCHED_%s priority %d (inherited from the thread that starts it)",
 			strings.ToUpper(prof.Program.Sched.String()), prof.Program.Priority)
