@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/lowlat/lowlat/latency"
@@ -242,6 +243,7 @@ func startEnd(ctx context.Context, u *Undo, o SuiteOptions, e endpoint, args []s
 	}
 	p := &procEnd{done: make(chan struct{})}
 	cmd := exec.Command(o.Binary, args...)
+	cmd.SysProcAttr = dieWithParent()
 	cmd.Stdout, cmd.Stderr = &p.out, &p.errb
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start latprobe: %w", err)
@@ -269,12 +271,20 @@ func runEnd(ctx context.Context, u *Undo, o SuiteOptions, e endpoint, args []str
 		return Run(ctx, o.Engine, "", e.options(o, args[2], args), limit)
 	}
 	cmd := exec.CommandContext(ctx, o.Binary, args...)
+	cmd.SysProcAttr = dieWithParent()
 	var out, errb syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
 		return out.String(), fmt.Errorf("latprobe client: %w: %s", err, lastLine(errb.String()))
 	}
 	return out.String(), nil
+}
+
+// dieWithParent makes a host end get SIGKILL when the suite dies
+// (prctl(PR_SET_PDEATHSIG)), so that a suite killed outright leaves no
+// latprobe process behind; the sweep removes the rest.
+func dieWithParent() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
 func waitFor(ctx context.Context, e output, marker string, timeout time.Duration) error {
