@@ -407,3 +407,41 @@ func TestRealtimeFIFO(t *testing.T) {
 		t.Errorf("SCHED_FIFO in a Realtime container: %q, %v", out, err)
 	}
 }
+
+// TestPodman runs a container under podman, checks its output and a
+// failing one's exit status, and undoes one right after Start.
+func TestPodman(t *testing.T) {
+	requireRunc(t)
+	if _, err := exec.LookPath("podman"); err != nil {
+		t.Skip("needs podman (apt-get install podman; see docs/containers.md)")
+	}
+	bin := probe(t)
+	parent := t.TempDir()
+	leakCheck(t, parent)
+	out, err := Run(context.Background(), "podman", parent, Options{Binary: bin, Args: []string{"capeff"}, Backend: "kernel"}, 60*time.Second)
+	if err != nil || !strings.HasPrefix(out, "CapEff:") {
+		t.Fatalf("podman capeff: %q, %v", out, err)
+	}
+	_, err = Run(context.Background(), "podman", parent, Options{Binary: bin, Args: []string{"no-such-command"}, Backend: "kernel"}, 60*time.Second)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Errorf("failing podman container: err %v, want an exit status", err)
+	}
+	var u Undo
+	o := Options{Binary: bin, Args: []string{"echo", "127.0.0.1:0", "30"}, Backend: "kernel"}
+	b, err := WriteBundle(&u, parent, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Start(&u, "podman", b, o)
+	if err != nil {
+		u.Run()
+		t.Fatal(err)
+	}
+	if err := u.Run(); err != nil {
+		t.Errorf("undo: %v", err)
+	}
+	if out, _ := command("podman", "ps", "-a", "--format", "{{.Names}}"); strings.Contains(out, c.ID) {
+		t.Errorf("podman container %s left: %s", c.ID, out)
+	}
+}
