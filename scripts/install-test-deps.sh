@@ -14,7 +14,8 @@ set -euo pipefail
 # runc           the OCI runtime the container tests start
 # iputils-ping   ICMP across the AF_XDP interface (bypass/afxdp)
 # gcc libc6-dev  cgo, which `go test -race` needs
-PACKAGES="iproute2 ethtool sockperf runc iputils-ping gcc libc6-dev"
+# podman         the second container engine containerize drives (with runc)
+PACKAGES="iproute2 ethtool sockperf runc iputils-ping gcc libc6-dev podman"
 
 missing=()
 for pkg in $PACKAGES; do
