@@ -85,6 +85,14 @@ func runFlags(o Options, withNetns bool) ([]string, error) {
 		return nil, err
 	}
 	f := []string{"--read-only", "--security-opt", "no-new-privileges", "--cap-drop", "all"}
+	if o.Backend == "afxdp" {
+		// The engines' default seccomp profiles let bpf(2) through only
+		// with CAP_SYS_ADMIN in older releases (podman 4.3 on Debian 12
+		// refuses the XDP program's maps with EPERM); afxdp holds CAP_BPF
+		// instead. A site profile that allows bpf(2) for CAP_BPF can
+		// replace this.
+		f = append(f, "--security-opt", "seccomp=unconfined")
+	}
 	for _, c := range caps {
 		f = append(f, "--cap-add", strings.TrimPrefix(c, "CAP_"))
 	}

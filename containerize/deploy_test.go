@@ -188,3 +188,18 @@ func TestShellQuote(t *testing.T) {
 		t.Errorf("ShellQuote = %s", got)
 	}
 }
+
+// TestRunCommandSeccomp: only afxdp, which loads an XDP program with
+// CAP_BPF, leaves the engine's default seccomp profile.
+func TestRunCommandSeccomp(t *testing.T) {
+	for _, b := range []string{"kernel", "busypoll", "afxdp"} {
+		args, err := RunCommand("podman", Deploy{Backend: b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Contains(strings.Join(args, " "), "seccomp=unconfined")
+		if got != (b == "afxdp") {
+			t.Errorf("%s: seccomp=unconfined present = %v", b, got)
+		}
+	}
+}
