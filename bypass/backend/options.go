@@ -71,6 +71,13 @@ type Options struct {
 	Wait WaitMode
 	// ReadTimeout bounds each read; zero waits forever.
 	ReadTimeout time.Duration
+	// WriteTimeout bounds how long a write waits for room to send (a TCP
+	// peer that stopped reading); zero waits until Close. A TCP write that
+	// times out may have sent part of its message: close the stream.
+	WriteTimeout time.Duration
+	// DialTimeout bounds DialTCP's connect; zero leaves it to the kernel
+	// (about two minutes of SYN retries).
+	DialTimeout time.Duration
 	// BatchSize is the most messages one ReadBatch or WriteBatch moves.
 	// Zero means DefaultBatch.
 	BatchSize int
@@ -133,8 +140,8 @@ func (o *Options) Validate() error {
 	if o.Wait < WaitDefault || o.Wait > WaitSpin {
 		return fmt.Errorf("wait mode %d: out of range", o.Wait)
 	}
-	if o.ReadTimeout < 0 {
-		return fmt.Errorf("read timeout %v: negative", o.ReadTimeout)
+	if o.ReadTimeout < 0 || o.WriteTimeout < 0 || o.DialTimeout < 0 {
+		return fmt.Errorf("timeouts must not be negative (read %v, write %v, dial %v)", o.ReadTimeout, o.WriteTimeout, o.DialTimeout)
 	}
 	if o.BatchSize < 0 || o.BatchSize > MaxBatch {
 		return fmt.Errorf("batch size %d: want 1 to %d", o.BatchSize, MaxBatch)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/kernel"
 )
@@ -312,4 +314,83 @@ func BenchmarkGCWhileSpinning(b *testing.B) {
 	b.StopTimer()
 	c.Close()
 	<-done
+}
+
+// TestDialTimeout: a listener whose accept queue is full drops further
+// SYNs, so a third connect hangs in SYN_SENT until DialTimeout ends it.
+func TestDialTimeout(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(sa.(*unix.SockaddrInet4).Port))
+	o := backend.Options{DialTimeout: 200 * time.Millisecond}
+	var held []backend.Stream
+	defer func() {
+		for _, s := range held {
+			s.Close()
+		}
+	}()
+	for i := 0; ; i++ {
+		s, err := kernel.Kernel{}.DialTCP(addr, o)
+		if err != nil {
+			if !errors.Is(err, backend.ErrTimeout) {
+				t.Fatalf("connect %d: %v, want ErrTimeout", i, err)
+			}
+			return
+		}
+		held = append(held, s)
+		if i == 16 {
+			t.Fatal("16 connects to a listener that accepts none all succeeded")
+		}
+	}
+}
+
+// TestWriteTimeout: writes to a TCP peer that never reads end with
+// ErrTimeout once the buffers are full, in both wait modes.
+func TestWriteTimeout(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			sb := m.b.(backend.StreamBackend)
+			o := m.o
+			o.WriteTimeout = 100 * time.Millisecond
+			o.SendBuffer = 4096
+			ln, err := sb.ListenTCP(lo, backend.Options{RecvBuffer: 4096})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			cli, err := sb.DialTCP(ln.Addr(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cli.Close()
+			peer, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer peer.Close() // never read
+			msg := make([]byte, 64<<10)
+			for i := 0; ; i++ {
+				err := cli.WriteMsg(msg)
+				if errors.Is(err, backend.ErrTimeout) {
+					return
+				}
+				if err != nil {
+					t.Fatalf("write %d: %v", i, err)
+				}
+				if i == 1000 {
+					t.Fatal("64 MiB written to a peer that reads nothing")
+				}
+			}
+		})
+	}
 }

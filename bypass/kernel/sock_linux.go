@@ -18,10 +18,11 @@ import (
 
 // sock is the descriptor and wait logic shared by UDP and TCP connections.
 type sock struct {
-	fd      int
-	spin    bool
-	gate    gate.Pair    // calls using fd; close waits for them before close(2)
-	timeout atomic.Int64 // read timeout in nanoseconds; 0 waits forever
+	fd       int
+	spin     bool
+	gate     gate.Pair    // calls using fd; close waits for them before close(2)
+	timeout  atomic.Int64 // read timeout in nanoseconds; 0 waits forever
+	wtimeout int64        // write timeout in nanoseconds, set at creation; 0 waits until Close
 }
 
 // preemptPoint gives the Go scheduler a place to stop a spinning goroutine.
@@ -68,7 +69,8 @@ func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4, p5 un
 			if e == unix.EINTR {
 				continue
 			}
-			if e == unix.EAGAIN && read {
+			if e == unix.EAGAIN {
+				// SO_RCVTIMEO or SO_SNDTIMEO ran out.
 				if g.Closed() {
 					return 0, unix.EBADF
 				}
@@ -99,10 +101,10 @@ func (s *sock) call(trap uintptr, p1 unsafe.Pointer, n, flags uintptr, p4, p5 un
 		if spins&63 != 0 {
 			continue
 		}
-		if !read {
-			continue // a full send buffer drains on its own
+		to := s.wtimeout
+		if read {
+			to = s.timeout.Load()
 		}
-		to := s.timeout.Load()
 		if to == 0 {
 			continue
 		}
@@ -131,6 +133,20 @@ func (s *sock) mapErr(op string, e syscall.Errno) error {
 		return backend.ErrClosed
 	}
 	return os.NewSyscallError(op, e)
+}
+
+// setWriteTimeout bounds how long a write waits for room: SO_SNDTIMEO in
+// block mode, the spin loop's clock otherwise.
+func (s *sock) setWriteTimeout(d time.Duration) error {
+	s.wtimeout = int64(max(d, 0))
+	if s.spin || d <= 0 {
+		return nil
+	}
+	tv := unix.NsecToTimeval(int64(d))
+	if err := unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		return os.NewSyscallError("setsockopt SO_SNDTIMEO", err)
+	}
+	return nil
 }
 
 func (s *sock) setReadTimeout(d time.Duration) error {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -47,8 +48,8 @@ func (BusyPoll) ListenTCP(laddr netip.AddrPort, o backend.Options) (backend.Stre
 // TCP_QUICKACK set once at setup. Linux clears quick-ack mode again as it
 // sees fit; in request/response traffic the reply carries the ACK, so the
 // stream does not re-arm it per read (that would be a syscall a message).
-// Connect has no timeout of its own, and a spinning write to a peer that
-// stopped reading spins until the peer reads or Close is called.
+// Options.DialTimeout bounds the connect and Options.WriteTimeout a write
+// that finds no room (a peer that stopped reading).
 type TCPStream struct {
 	sock
 	laddr, raddr netip.AddrPort
@@ -108,23 +109,15 @@ func dialTCP(raddr netip.AddrPort, o backend.Options, name string, spin, busy bo
 	if err := applyCommon(fd, o, busy, &info); err != nil {
 		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
 	}
-	for {
-		err = unix.Connect(fd, toSockaddr(raddr, v6))
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, os.NewSyscallError("connect", err))
+	if err := connect(fd, toSockaddr(raddr, v6), o.DialTimeout); err != nil {
+		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
 	}
 	s, err := newStream(fd, spin, info)
 	if err != nil {
 		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
 	}
-	if o.ReadTimeout > 0 {
-		if err := s.setReadTimeout(o.ReadTimeout); err != nil {
-			return nil, err
-		}
+	if err := s.setTimeouts(o); err != nil {
+		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
 	}
 	return s, nil
 }
@@ -134,6 +127,67 @@ func waitOf(spin bool) backend.WaitMode {
 		return backend.WaitSpin
 	}
 	return backend.WaitBlock
+}
+
+// connect is connect(2) on a non-blocking descriptor, then ppoll(2) for
+// the handshake with the timeout (zero: the kernel's own), then SO_ERROR.
+// A signal cannot make it retry into EALREADY, as a blocking connect can.
+// The descriptor is blocking again when it returns.
+func connect(fd int, sa unix.Sockaddr, timeout time.Duration) error {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return os.NewSyscallError("fcntl O_NONBLOCK", err)
+	}
+	err := unix.Connect(fd, sa)
+	if err == unix.EINPROGRESS || err == unix.EINTR {
+		var ts *unix.Timespec
+		deadline := time.Now().Add(timeout)
+		for {
+			if timeout > 0 {
+				left := time.Until(deadline)
+				if left <= 0 {
+					return fmt.Errorf("connect: %w after %v", backend.ErrTimeout, timeout)
+				}
+				t := unix.NsecToTimespec(int64(left))
+				ts = &t
+			}
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+			n, perr := unix.Ppoll(fds, ts, nil)
+			if perr == unix.EINTR {
+				continue
+			}
+			if perr != nil {
+				return os.NewSyscallError("ppoll", perr)
+			}
+			if n > 0 {
+				break
+			}
+		}
+		soerr, gerr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if gerr != nil {
+			return os.NewSyscallError("getsockopt SO_ERROR", gerr)
+		}
+		err = nil
+		if soerr != 0 {
+			err = syscall.Errno(soerr)
+		}
+	}
+	if err != nil {
+		return os.NewSyscallError("connect", err)
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return os.NewSyscallError("fcntl", err)
+	}
+	return nil
+}
+
+// setTimeouts applies the options' read and write timeouts.
+func (s *TCPStream) setTimeouts(o backend.Options) error {
+	if o.ReadTimeout > 0 {
+		if err := s.setReadTimeout(o.ReadTimeout); err != nil {
+			return err
+		}
+	}
+	return s.setWriteTimeout(o.WriteTimeout)
 }
 
 // Read returns buffered bytes first, then reads the socket with recvfrom(2).
@@ -309,11 +363,9 @@ func (l *TCPListener) Accept() (backend.Stream, error) {
 			unix.Close(nfd)
 			return nil, fmt.Errorf("%s: accept on %v: %w", l.name, l.addr, err)
 		}
-		if l.o.ReadTimeout > 0 {
-			if err := s.setReadTimeout(l.o.ReadTimeout); err != nil {
-				s.Close()
-				return nil, err
-			}
+		if err := s.setTimeouts(l.o); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("%s: accept on %v: %w", l.name, l.addr, err)
 		}
 		return s, nil
 	}

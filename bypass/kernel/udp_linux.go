@@ -117,6 +117,9 @@ func listenUDP(laddr netip.AddrPort, o backend.Options, name string, spin, busy 
 			return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, err)
 		}
 	}
+	if err := c.setWriteTimeout(o.WriteTimeout); err != nil {
+		return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, err)
+	}
 	b := o.Batch()
 	c.rmsgs, c.riov, c.rnames = make([]unix.Mmsghdr, b), make([]unix.Iovec, b), make([]rawAddr, b)
 	c.wmsgs, c.wiov, c.wnames = make([]unix.Mmsghdr, b), make([]unix.Iovec, b), make([]rawAddr, b)
