@@ -734,3 +734,19 @@ func TestTimeoutWhileDropping(t *testing.T) {
 		})
 	}
 }
+
+// TestBusyPoll: with XDPOptions.BusyPoll the sockets carry the busy-poll
+// options (as root every one applies, so no note) and the spin loop, which
+// now calls recvfrom on every empty poll, still serves traffic.
+func TestBusyPoll(t *testing.T) {
+	p := newPair(t)
+	srv := listen(t, p.B, backend.Options{XDP: backend.XDPOptions{BusyPoll: true}})
+	for _, n := range srv.Info().Notes {
+		if strings.Contains(n, "BUSY_POLL") {
+			t.Errorf("busy-poll option refused as root: %s", n)
+		}
+	}
+	done := echo(srv)
+	defer func() { srv.Close(); <-done }()
+	pingPong(t, kernelUDP(t, p.A), netip.AddrPortFrom(p.B.Addr, port), 50)
+}
