@@ -122,17 +122,8 @@ func (s *EchoServer) ServePacket(c bypass.PacketConn) error {
 			}
 			return err
 		}
-		if n > limit {
-			s.countGarbage(ErrTooLong)
-			continue
-		}
-		reply, err := w.Answer(buf[:n])
-		if err != nil {
-			s.countGarbage(err)
-			continue
-		}
+		reply := s.answer(w, buf[:n], limit)
 		if reply == nil {
-			s.unanswered.Add(1)
 			continue
 		}
 		if _, err := c.WriteTo(reply, from); err != nil {
@@ -144,6 +135,26 @@ func (s *EchoServer) ServePacket(c bypass.PacketConn) error {
 		}
 		s.echoed.Add(1)
 	}
+}
+
+// answer turns one received message into the reply to send, or nil when
+// there is none: oversized and malformed messages are counted as garbage,
+// messages that ask for no reply (sockperf's under-load traffic) as
+// unanswered.
+func (s *EchoServer) answer(w Wire, msg []byte, limit int) []byte {
+	if len(msg) > limit {
+		s.countGarbage(ErrTooLong)
+		return nil
+	}
+	reply, err := w.Answer(msg)
+	if err != nil {
+		s.countGarbage(err)
+		return nil
+	}
+	if reply == nil {
+		s.unanswered.Add(1)
+	}
+	return reply
 }
 
 // ServeStream answers every framed request on st until the peer closes the
@@ -167,17 +178,8 @@ func (s *EchoServer) ServeStream(st bypass.Stream) error {
 			}
 			return err
 		}
-		if n > limit {
-			s.countGarbage(ErrTooLong)
-			continue
-		}
-		reply, err := w.Answer(buf[:n])
-		if err != nil {
-			s.countGarbage(err)
-			continue
-		}
+		reply := s.answer(w, buf[:n], limit)
 		if reply == nil {
-			s.unanswered.Add(1)
 			continue
 		}
 		if err := st.WriteMsg(reply); err != nil {

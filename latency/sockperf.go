@@ -278,13 +278,9 @@ func (s *EchoServer) ServeRawStream(st bypass.Stream) error {
 			}
 			return err
 		}
-		reply, err := s.wire().Answer(m)
-		if err != nil {
-			s.countGarbage(err)
-			continue
-		}
+		w := s.wire()
+		reply := s.answer(w, m, w.MaxSize())
 		if reply == nil {
-			s.unanswered.Add(1)
 			continue
 		}
 		if err := f.send(reply); err != nil {
