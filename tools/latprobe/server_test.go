@@ -198,6 +198,12 @@ func TestServeStreamsShutdownCycles(t *testing.T) {
 		dialers.Wait()
 		// Every connection the server took was closed: reads end.
 		for _, c := range conns {
+			// A dialer whose handshake ACK the server dropped (its accept
+			// queue was full) believes it is connected while the server
+			// holds no state for it: nothing will ever arrive unless the
+			// client sends. A byte written here draws the RST (or is
+			// answered by the FIN already queued) either way.
+			c.Write([]byte{0})
 			c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			if _, err := c.Read(make([]byte, 1)); err != io.EOF && !isReset(err) {
 				t.Fatalf("connection %v after shutdown: read %v, want EOF", c.LocalAddr(), err)
