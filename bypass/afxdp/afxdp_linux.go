@@ -5,13 +5,15 @@ package afxdp
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/internal/stack"
+	"github.com/lowlat/lowlat/bypass/internal/undo"
+	"github.com/lowlat/lowlat/internal/priv"
 )
 
 // Backend is the "afxdp" backend.
@@ -28,14 +30,188 @@ const (
 	DefaultRingSize  = 2048
 )
 
-// ListenUDP opens an AF_XDP endpoint for laddr on o.Interface (or the
-// interface that owns laddr's address).
+// Conn is a UDP socket on an afxdp stack.
+type Conn = stack.Socket
+
+// stacks holds this process's afxdp stacks: one per interface and
+// network namespace, shared by every socket on that interface.
+var stacks stack.Registry
+
+// ListenUDP opens a UDP socket for laddr on the afxdp stack of o.Interface
+// (or of the interface that owns laddr's address), opening the stack when
+// this process has none there yet.
 func (Backend) ListenUDP(laddr netip.AddrPort, o backend.Options) (backend.PacketConn, error) {
 	c, err := listen(laddr, o)
 	if err != nil {
 		return nil, fmt.Errorf("afxdp: listen udp %v: %w", laddr, err)
 	}
 	return c, nil
+}
+
+func listen(laddr netip.AddrPort, o backend.Options) (*Conn, error) {
+	st, err := acquire(laddr.Addr(), o)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Release() // the socket holds its own reference
+	return st.Listen(laddr, o)
+}
+
+// OpenStack returns this process's afxdp stack on o.Interface, opening it
+// when there is none yet. Sockets opened on it share its rings and its
+// thread; Close gives back this handle's reference.
+func (Backend) OpenStack(o backend.Options) (backend.Stack, error) {
+	if o.Interface == "" {
+		return nil, fmt.Errorf("afxdp: open stack: name the interface")
+	}
+	st, err := acquire(netip.IPv4Unspecified(), o)
+	if err != nil {
+		return nil, fmt.Errorf("afxdp: open stack on %s: %w", o.Interface, err)
+	}
+	return stack.Handle(st), nil
+}
+
+// acquire finds or opens the stack for the interface o names or that owns
+// addr, in the calling thread's network namespace.
+func acquire(addr netip.Addr, o backend.Options) (*stack.Stack, error) {
+	cfg, err := config(o)
+	if err != nil {
+		return nil, err
+	}
+	if a := addr.Unmap(); a.IsValid() && !a.Is4() {
+		return nil, backend.Unsupported("afxdp carries IPv4 only; %v is not IPv4", addr)
+	}
+	if err := supported(); err != nil {
+		return nil, err
+	}
+	ifc, err := stack.FindInterface("AF_XDP", o.Interface, addr)
+	if err != nil {
+		return nil, err
+	}
+	ns, err := netnsID()
+	if err != nil {
+		return nil, err
+	}
+	key := fmt.Sprintf("afxdp ns %d ifindex %d", ns, ifc.Index)
+	st, existing, err := stacks.Acquire(key, func() (*stack.Stack, error) { return open(ifc, cfg, o) })
+	if err != nil {
+		return nil, err
+	}
+	if existing {
+		if q := st.Info().Queue; q != o.Queue && !(q == -1 && o.Queue < 0) {
+			st.Release()
+			return nil, fmt.Errorf("queue %d: this process's afxdp stack on %s serves queue %d; open every socket of the interface on the same queue", o.Queue, ifc.Name, q)
+		}
+	}
+	return st, nil
+}
+
+// netnsID identifies the calling thread's network namespace.
+func netnsID() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), &st); err != nil {
+		return 0, fmt.Errorf("network namespace: %w", os.NewSyscallError("stat", err))
+	}
+	return st.Ino, nil
+}
+
+// open attaches the steering program to the interface and opens one AF_XDP
+// socket per served queue. Every step registers its undo on the stack's
+// config, which New (or Close) runs.
+func open(ifc stack.Interface, cfg xskConfig, o backend.Options) (_ *stack.Stack, err error) {
+	var u undo.Stack
+	defer u.RunIfFailed(&err)
+	var notes []string
+	nq := max(ifc.NumRxQueues, 1)
+	var queues []int
+	switch {
+	case o.Queue < 0:
+		for q := range nq {
+			queues = append(queues, q)
+		}
+	case o.Queue >= nq:
+		return nil, fmt.Errorf("queue %d out of range: %s has %d receive queue(s)", o.Queue, ifc.Name, nq)
+	default:
+		queues = []int{o.Queue}
+		if nq > 1 {
+			notes = append(notes, fmt.Sprintf("%s has %d receive queues and only queue %d is served: steer the flow there (ethtool -N) or bind all with queue -1", ifc.Name, nq, o.Queue))
+		}
+	}
+	cfg.ifindex = ifc.Index
+	if err := fitMemlock(&cfg, len(queues), o.XDP.NumFrames != 0, &notes); err != nil {
+		return nil, err
+	}
+	drv := driverOf(ifc.Name)
+	d := &driver{busyPoll: o.XDP.BusyPoll && o.Wait != backend.WaitBlock}
+	if d.steer, err = attach(ifc.Index, nq, o.XDP.Mode, drv); err != nil {
+		return nil, err
+	}
+	u.Add(d.Close) // detaches, then closes the sockets opened so far
+	cfg.generic = d.steer.mode == "skb"
+	for _, q := range queues {
+		cfg.queue = q
+		x, err := openXSK(cfg)
+		if err != nil {
+			return nil, err
+		}
+		d.socks = append(d.socks, x)
+		if err := d.steer.setSocket(q, x.fd); err != nil {
+			return nil, err
+		}
+		if o.XDP.BusyPoll {
+			notes = append(notes, applyBusyPoll(x.fd, o)...)
+		}
+	}
+	d.tx = d.socks[0]
+	if virtualLink[drv] {
+		notes = append(notes, drv+": UDP checksums left to offload by the peer (pseudo-header only) are accepted")
+	}
+	queue := queues[0]
+	if len(queues) > 1 {
+		queue = -1
+	}
+	u.Take() // New owns the driver from here
+	return stack.New(stack.Config{
+		Backend: "afxdp", Driver: d, Iface: ifc,
+		BufSize:          int(cfg.frameSize),
+		PartialChecksums: virtualLink[drv],
+		Batch:            o.Batch(),
+		Info: backend.Info{
+			Backend: "afxdp", Interface: ifc.Name, Queue: queue,
+			XDPMode: d.steer.mode, BindMode: d.tx.bindMode, Notes: notes,
+		},
+	})
+}
+
+// virtualLink lists drivers whose links carry frames between kernels in
+// memory, with no NIC to complete an offloaded checksum and no wire to
+// corrupt a frame: a peer with TX checksum offload on (the default) sends
+// UDP datagrams whose checksum field holds only the pseudo-header sum.
+var virtualLink = map[string]bool{"veth": true}
+
+func applyBusyPoll(fd int, o backend.Options) []string {
+	var notes []string
+	us := o.BusyPollUS
+	if us == 0 {
+		us = backend.DefaultBusyUS
+	}
+	budget := o.BusyPollBudget
+	if budget == 0 {
+		budget = backend.DefaultBudget
+	}
+	set := func(name string, opt, v int) {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, v); err != nil {
+			notes = append(notes, priv.Wrap("setsockopt "+name, "CAP_NET_ADMIN", os.NewSyscallError("setsockopt", err)).Error())
+		}
+	}
+	if us > 0 {
+		set("SO_PREFER_BUSY_POLL", unix.SO_PREFER_BUSY_POLL, 1)
+		set("SO_BUSY_POLL", unix.SO_BUSY_POLL, us)
+	}
+	if budget > 0 {
+		set("SO_BUSY_POLL_BUDGET", unix.SO_BUSY_POLL_BUDGET, budget)
+	}
+	return notes
 }
 
 // config resolves o into socket settings without touching the network.
@@ -115,74 +291,6 @@ func hasCap(c int) bool {
 	return data[c/32].Effective&(1<<(uint(c)%32)) != 0
 }
 
-// interfaceFor finds the interface that owns a local address.
-func interfaceFor(a netip.Addr) (*net.Interface, error) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return nil, fmt.Errorf("list interfaces: %w", err)
-	}
-	for i := range ifs {
-		addrs, err := ifs[i].Addrs()
-		if err != nil {
-			continue
-		}
-		for _, ad := range addrs {
-			if ipn, ok := ad.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap() == a {
-					return &ifs[i], nil
-				}
-			}
-		}
-	}
-	return nil, backend.Unsupported("no interface owns %v: name one with --iface", a)
-}
-
-// ifaceCheck returns the interface, refusing ones AF_XDP cannot serve.
-func ifaceCheck(name string, laddr netip.AddrPort) (*net.Interface, error) {
-	var ifi *net.Interface
-	var err error
-	if name == "" {
-		if !laddr.Addr().IsValid() || laddr.Addr().IsUnspecified() {
-			return nil, backend.Unsupported("no interface named and the address %v is unspecified: name one with --iface", laddr.Addr())
-		}
-		ifi, err = interfaceFor(laddr.Addr().Unmap())
-	} else {
-		ifi, err = net.InterfaceByName(name)
-		if err != nil {
-			err = fmt.Errorf("interface %q: %w", name, err)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	if ifi.Flags&net.FlagLoopback != 0 {
-		return nil, backend.Unsupported("interface %s is loopback, which carries no Ethernet frames for AF_XDP", ifi.Name)
-	}
-	if ifi.Flags&net.FlagUp == 0 {
-		return nil, fmt.Errorf("interface %s is down: bring it up with `ip link set dev %s up`", ifi.Name, ifi.Name)
-	}
-	if len(ifi.HardwareAddr) != 6 {
-		return nil, backend.Unsupported("interface %s is not Ethernet", ifi.Name)
-	}
-	return ifi, nil
-}
-
-// ipv4Of returns the interface's first IPv4 address.
-func ipv4Of(ifi *net.Interface) (netip.Addr, error) {
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("addresses of %s: %w", ifi.Name, err)
-	}
-	for _, ad := range addrs {
-		if ipn, ok := ad.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap().Is4() {
-				return ip.Unmap(), nil
-			}
-		}
-	}
-	return netip.Addr{}, fmt.Errorf("interface %s has no IPv4 address", ifi.Name)
-}
-
 // supported reports whether this kernel has AF_XDP at all, for a fast and
 // clear skip before any setup.
 func supported() error {
@@ -200,9 +308,14 @@ func supported() error {
 	return fmt.Errorf("socket(AF_XDP): %w", err)
 }
 
-// driverOf names the interface's driver (ETHTOOL_GDRVINFO through fd, a
-// socket in the interface's namespace), or "" when the driver will not say.
-func driverOf(fd int, ifname string) string {
+// driverOf names the interface's driver (ETHTOOL_GDRVINFO), or "" when
+// the driver will not say.
+func driverOf(ifname string) string {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
 	info, err := unix.IoctlGetEthtoolDrvinfo(fd, ifname)
 	if err != nil {
 		return ""

@@ -24,7 +24,8 @@ type flowKey struct {
 	_    [2]byte
 }
 
-func keyFor(a netip.Addr, port uint16) flowKey {
+func keyFor(dst netip.AddrPort) flowKey {
+	a, port := dst.Addr(), dst.Port()
 	k := flowKey{Port: [2]byte{byte(port >> 8), byte(port)}}
 	if a.IsValid() && !a.IsUnspecified() {
 		k.Addr = a.Unmap().As4()
@@ -52,6 +53,7 @@ const (
 //
 //	if (frame too short for Ethernet + IPv4) return XDP_PASS;
 //	if (ethertype != IPv4 || ip->protocol != UDP) return XDP_PASS;
+//	if (ip->frag_off & (IP_MF | IP_OFFSET)) return XDP_PASS;
 //	udp = (void *)ip + ip->ihl * 4; if (udp + 1 > data_end) return XDP_PASS;
 //	key = {ip->daddr, udp->dest};
 //	if (!lookup(flows, key)) { key.addr = 0; if (!lookup(flows, key)) return XDP_PASS; }
@@ -62,6 +64,10 @@ const (
 // a process with CAP_PERFMON), the program branches on IHL to one of eleven
 // blocks that each read the port at a constant offset. Frames with IPv4
 // options thus still reach the socket, whose parser drops and counts them.
+//
+// Fragments always go to the kernel, which reassembles them: a non-first
+// fragment has no UDP header, and the payload bytes where the port would be
+// must not steer it, and a first fragment is useless without the rest.
 func program(flows, xsks *ebpf.Map) asm.Instructions {
 	const pass = "pass"
 	insns := asm.Instructions{
@@ -78,6 +84,12 @@ func program(flows, xsks *ebpf.Map) asm.Instructions {
 		// IPv4 protocol UDP.
 		asm.LoadMem(asm.R5, asm.R2, 23, asm.Byte),
 		asm.JNE.Imm(asm.R5, unix.IPPROTO_UDP, pass),
+		// Fragment: MF set or a fragment offset. The flags and offset
+		// halfword, loaded little-endian: MF and the offset's high bits
+		// are the low byte's 0x3f, the rest of the offset the high byte.
+		asm.LoadMem(asm.R5, asm.R2, 20, asm.Half),
+		asm.And.Imm(asm.R5, 0xff3f),
+		asm.JNE.Imm(asm.R5, 0, pass),
 		// Destination address, then dispatch on IHL (below 5 is malformed).
 		asm.LoadMem(asm.R8, asm.R2, 30, asm.Word),
 		asm.LoadMem(asm.R5, asm.R2, 14, asm.Byte),
@@ -182,7 +194,8 @@ func attach(ifindex, queues int, mode, driver string) (_ *steering, err error) {
 			return s, nil
 		}
 		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("attach XDP program to interface %d: %w (another XDP program is already attached; detach it with `ip link set dev IF xdp off`)", ifindex, err)
+			return nil, fmt.Errorf("attach XDP program to interface %d: %w (another XDP program is already attached%s; one process serves an interface with AF_XDP: open every socket of this process on one stack, or detach it with `ip link set dev IF xdp off`)",
+				ifindex, err, holderOf(ifindex))
 		}
 		if errors.Is(err, unix.EPERM) {
 			return nil, priv.Wrap("attach XDP program", "CAP_NET_ADMIN", err)
@@ -194,6 +207,13 @@ func attach(ifindex, queues int, mode, driver string) (_ *steering, err error) {
 func (s *steering) addFlow(k flowKey) error {
 	if err := s.flows.Update(&k, uint8(1), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("add flow to XDP map: %w", err)
+	}
+	return nil
+}
+
+func (s *steering) removeFlow(k flowKey) error {
+	if err := s.flows.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("remove flow from XDP map: %w", err)
 	}
 	return nil
 }

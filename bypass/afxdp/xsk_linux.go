@@ -26,6 +26,7 @@ type xskConfig struct {
 	ringSize   uint32
 	bind       string // "auto", "zerocopy" or "copy"
 	needWakeup bool
+	generic    bool // the steering program runs in generic (skb) mode
 }
 
 // xsk is one AF_XDP socket with its own UMEM. The first half of the UMEM's
@@ -190,7 +191,15 @@ func openXSK(cfg xskConfig) (_ *xsk, err error) {
 // socket that was closed moments ago.
 func (x *xsk) bind(cfg xskConfig) error {
 	modes := []string{cfg.bind}
-	if cfg.bind == "auto" {
+	switch {
+	case cfg.generic && cfg.bind == "zerocopy":
+		return fmt.Errorf("bind AF_XDP socket in zero-copy mode: the XDP program is attached in generic (skb) mode, which only copy mode serves: use --xdp-mode drv or bind copy")
+	case cfg.generic:
+		// Generic XDP hands frames over as copies: a zero-copy bind may
+		// succeed on a driver with XSK queues of its own (mlx5) and then
+		// receive nothing and fail every transmit wake-up.
+		modes = []string{"copy"}
+	case cfg.bind == "auto":
 		modes = []string{"zerocopy", "copy"}
 	}
 	var err error
@@ -260,17 +269,19 @@ func (x *xsk) pending() bool {
 	return atomic.LoadUint32(x.tx.consumer) != x.tx.cachedProd
 }
 
-// reap moves completed TX frames back to the free stack.
-func (x *xsk) reap() {
+// reap moves completed TX frames back to the free stack and returns how
+// many.
+func (x *xsk) reap() int {
 	n := x.comp.avail()
 	if n == 0 {
-		return
+		return 0
 	}
 	c := x.comp.cachedCons
 	for i := range n {
 		x.txFree = append(x.txFree, x.comp.addrs[(c+i)&x.comp.mask])
 	}
 	x.comp.release(n)
+	return int(n)
 }
 
 // statistics reads XDP_STATISTICS.

@@ -29,6 +29,11 @@ type PacketConn interface {
 	// ReadBatch waits for at least one datagram and then receives as many
 	// as are ready, up to len(msgs) and the connection's batch size.
 	ReadBatch(msgs []Message) (n int, err error)
+	// TryReadBatch receives the datagrams already waiting, up to len(msgs)
+	// and the batch size, and returns 0, nil at once when none is: it
+	// never waits, whatever the wait mode and timeout. A Poller serves
+	// many connections from one thread through it.
+	TryReadBatch(msgs []Message) (n int, err error)
 	// WriteBatch sends msgs in order and returns how many were sent.
 	WriteBatch(msgs []Message) (n int, err error)
 	// SetReadTimeout bounds how long one read waits; zero waits forever.
@@ -47,6 +52,19 @@ type PacketConn interface {
 	// Close releases every resource the connection holds. A read blocked or
 	// spinning in another goroutine returns ErrClosed.
 	Close() error
+}
+
+// ReadyFD is implemented by connections that a descriptor signals, so
+// that a Poller can sleep on them in epoll, or skip the idle ones.
+type ReadyFD interface {
+	// ReadyFD returns a descriptor that polls readable when a datagram may
+	// have arrived, or -1 when there is none. exact is true when the
+	// descriptor is readable exactly while TryReadBatch would return
+	// something (a kernel socket); false when the connection can hold
+	// datagrams that the descriptor does not show (a user-space stack's
+	// socket, whose datagrams another socket's poll may have queued), so
+	// that the connection must be tried on every pass.
+	ReadyFD() (fd int, exact bool)
 }
 
 // Stream is a connected TCP byte stream with message framing on top:
@@ -80,6 +98,32 @@ type Backend interface {
 	// means the backend cannot work on this host or for this address; auto
 	// selection records it and moves on.
 	ListenUDP(laddr netip.AddrPort, o Options) (PacketConn, error)
+}
+
+// Stack is a user-space network stack (afxdp, efvi) on one interface: its
+// rings, its buffers and every socket opened on it, served by whichever
+// thread reads them. A process has one stack per interface and backend;
+// ListenUDP on the backend opens sockets on it implicitly, and a Stack
+// handle lets a service say explicitly which sockets share it.
+type Stack interface {
+	// ListenUDP opens a UDP socket on the stack; o's wait mode, timeout
+	// and batch size apply to the socket, the stack's own settings (rings,
+	// frames, XDP mode) were fixed when it opened.
+	ListenUDP(laddr netip.AddrPort, o Options) (PacketConn, error)
+	// Info describes the stack.
+	Info() Info
+	// Stats returns the stack-wide counters: drops before a socket was
+	// found and the driver's own.
+	Stats() Stats
+	// Close gives back the handle's reference; the stack closes when the
+	// last handle and socket have.
+	Close() error
+}
+
+// StackBackend is a Backend whose UDP sockets share a user-space stack.
+type StackBackend interface {
+	Backend
+	OpenStack(o Options) (Stack, error)
 }
 
 // StreamBackend is a Backend that also carries TCP.
@@ -131,6 +175,7 @@ type Stats struct {
 	DropUDPChecksum uint64 // bad UDP checksum
 	DropNotOurs     uint64 // wrong destination MAC, IP or port, or not UDP
 	DropLength      uint64 // IPv4 or UDP length disagrees with the frame
+	DropQueueFull   uint64 // userspace stacks: the socket's receive queue was full
 
 	KernelDropped uint64 // afxdp: frames the kernel dropped for this socket (RX ring full, bad descriptors)
 	FillRingEmpty uint64 // afxdp: times the fill ring had no free frame to give
@@ -141,7 +186,7 @@ type Stats struct {
 // Dropped is the sum of every drop counter.
 func (s Stats) Dropped() uint64 {
 	return s.DropShort + s.DropFragment + s.DropIPOptions + s.DropIPChecksum +
-		s.DropUDPChecksum + s.DropNotOurs + s.DropLength
+		s.DropUDPChecksum + s.DropNotOurs + s.DropLength + s.DropQueueFull
 }
 
 // Hot-path errors. They are values, so returning them never allocates.

@@ -637,3 +637,23 @@ func (c *Conn) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// TryReadBatch returns what is ready without waiting.
+func (c *Conn) TryReadBatch(msgs []backend.Message) (int, error) {
+	if !c.gate.R.Enter() {
+		return 0, backend.ErrClosed
+	}
+	defer c.gate.R.Exit()
+	got := 0
+	for got < len(msgs) {
+		p, from, ok := c.next()
+		if !ok {
+			break
+		}
+		m := &msgs[got]
+		m.N = copy(m.Buf, p)
+		m.Addr = from
+		got++
+	}
+	return got, nil
+}

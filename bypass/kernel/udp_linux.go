@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -31,6 +32,7 @@ var (
 	_ backend.StreamBackend = Kernel{}
 	_ backend.StreamBackend = BusyPoll{}
 	_ backend.PacketConn    = (*UDPConn)(nil)
+	_ backend.ReadyFD       = (*UDPConn)(nil)
 )
 
 // ListenUDP opens a UDP socket bound to laddr; wait mode defaults to block.
@@ -220,10 +222,51 @@ var errAddrFamily = &net.AddrError{Err: "address family does not match the socke
 // ReadBatch wraps recvmmsg(2). In block mode it sleeps until the first
 // datagram (MSG_WAITFORONE) and returns what else is already queued.
 func (c *UDPConn) ReadBatch(msgs []backend.Message) (int, error) {
-	n := min(len(msgs), len(c.rmsgs))
+	n := c.prepRecv(msgs)
 	if n == 0 {
 		return 0, nil
 	}
+	flags := uintptr(0)
+	if !c.spin {
+		flags = unix.MSG_WAITFORONE
+	}
+	r, e := c.call(unix.SYS_RECVMMSG, unsafe.Pointer(&c.rmsgs[0]), uintptr(n), flags, nil, nil, 0, true)
+	if e != 0 {
+		return 0, c.mapErr("recvmmsg", e)
+	}
+	return c.finishRecv(msgs, int(r))
+}
+
+// TryReadBatch is one recvmmsg(2) with MSG_DONTWAIT: the datagrams already
+// queued, or 0 at once.
+func (c *UDPConn) TryReadBatch(msgs []backend.Message) (int, error) {
+	n := c.prepRecv(msgs)
+	if n == 0 {
+		return 0, nil
+	}
+	if !c.gate.R.Enter() {
+		return 0, backend.ErrClosed
+	}
+	r, _, e := syscall.RawSyscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&c.rmsgs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+	c.gate.R.Exit()
+	switch e {
+	case 0:
+	case unix.EAGAIN, unix.EINTR:
+		return 0, nil
+	default:
+		return 0, c.mapErr("recvmmsg", e)
+	}
+	return c.finishRecv(msgs, int(r))
+}
+
+// ReadyFD returns the socket: it polls readable exactly while a datagram
+// is queued.
+func (c *UDPConn) ReadyFD() (int, bool) { return c.fd, true }
+
+// prepRecv points the reader's iovecs at msgs' buffers and returns how
+// many messages one recvmmsg may fill.
+func (c *UDPConn) prepRecv(msgs []backend.Message) int {
+	n := min(len(msgs), len(c.rmsgs))
 	for i := range n {
 		buf := msgs[i].Buf
 		if len(buf) > 0 {
@@ -235,15 +278,11 @@ func (c *UDPConn) ReadBatch(msgs []backend.Message) (int, error) {
 		c.rmsgs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		c.rmsgs[i].Hdr.Flags = 0
 	}
-	flags := uintptr(0)
-	if !c.spin {
-		flags = unix.MSG_WAITFORONE
-	}
-	r, e := c.call(unix.SYS_RECVMMSG, unsafe.Pointer(&c.rmsgs[0]), uintptr(n), flags, nil, nil, 0, true)
-	if e != 0 {
-		return 0, c.mapErr("recvmmsg", e)
-	}
-	got := int(r)
+	return n
+}
+
+// finishRecv fills msgs from the got headers recvmmsg filled.
+func (c *UDPConn) finishRecv(msgs []backend.Message, got int) (int, error) {
 	if c.gate.Closed() {
 		// Woken by Close's shutdown, which reads as one empty message
 		// with no sender: that is no datagram.

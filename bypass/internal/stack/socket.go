@@ -1,0 +1,612 @@
+//go:build linux
+
+package stack
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/internal/frame"
+	"github.com/lowlat/lowlat/bypass/internal/gate"
+	"github.com/lowlat/lowlat/bypass/internal/undo"
+)
+
+// Socket is a UDP endpoint on a Stack. It implements backend.PacketConn;
+// see package backend for the rules on buffers and concurrency.
+type Socket struct {
+	st    *Stack
+	laddr netip.AddrPort
+	key   flowKey
+	spin  bool
+	info  backend.Info
+	res   Reservation
+
+	gate    gate.Pair // calls in flight; Close waits for them
+	timeout atomic.Int64
+
+	q queue // datagrams polled for this socket by others; under st.rxMu
+
+	w waiter // block mode: sleep in ppoll, woken by arrivals and Close
+
+	tmpl       frame.Template // under st.txMu
+	maxPayload int
+
+	mu     sync.Mutex // joins and Close
+	groups []netip.Addr
+	undo   undo.Stack
+
+	// Reader-owned and writer-owned counters on cache lines of their own.
+	_                  [128]byte
+	rx, trunc, qdrop   atomic.Uint64
+	_                  [128]byte
+	tx, txFull, txErrs atomic.Uint64
+	_                  [128]byte
+}
+
+var (
+	_ backend.PacketConn = (*Socket)(nil)
+	_ backend.ReadyFD    = (*Socket)(nil)
+)
+
+// Hot-path errors.
+var (
+	errNotIPv4  = fmt.Errorf("%w: destination is not IPv4", backend.ErrNotSupported)
+	errNoFrames = fmt.Errorf("%w: every transmit buffer is in flight and the device completed none", backend.ErrRingFull)
+)
+
+// maxKicks bounds the kicks one write spends waiting for the device to
+// complete a frame when every transmit buffer is in flight.
+const maxKicks = 1 << 12
+
+// Listen opens a socket on the stack bound to laddr (an IPv4 address of
+// the interface, or 0.0.0.0 for all of them; port 0 picks a free port).
+// The port is reserved in the kernel for the socket's life, so the kernel
+// neither gives it to another program nor answers its datagrams.
+func (st *Stack) Listen(laddr netip.AddrPort, o backend.Options) (_ *Socket, err error) {
+	a := laddr.Addr().Unmap()
+	if !a.Is4() {
+		return nil, backend.Unsupported("%s carries IPv4 only; %v is not IPv4", st.name, laddr.Addr())
+	}
+	if a.IsMulticast() {
+		return nil, fmt.Errorf("bind to multicast address %v: bind to 0.0.0.0 or a local address and JoinGroup", a)
+	}
+	if !st.ref() {
+		return nil, backend.ErrClosed
+	}
+	s := &Socket{st: st, spin: o.Wait != backend.WaitBlock}
+	u := &s.undo
+	u.Add(st.Release)
+	defer u.RunIfFailed(&err)
+
+	if s.res, err = st.ports.Reserve(netip.AddrPortFrom(a, laddr.Port())); err != nil {
+		return nil, err
+	}
+	u.Add(s.res.Close)
+	s.laddr = netip.AddrPortFrom(a, s.res.Port())
+	s.key = keyOf(s.laddr)
+	src := st.iface.Src
+	if !a.IsUnspecified() {
+		src = a
+	}
+	s.tmpl, err = frame.NewTemplate(frame.Flow{
+		SrcMAC:       st.iface.MAC,
+		Src:          netip.AddrPortFrom(src, s.laddr.Port()),
+		Dst:          netip.AddrPortFrom(src, s.laddr.Port()), // replaced per send
+		DontFragment: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("transmit template: %w", err)
+	}
+	mtu := st.iface.MTU
+	if mtu <= 0 {
+		mtu = 1500
+	}
+	s.maxPayload = min(st.bufSize-frame.HeaderLen, mtu-frame.IPv4HeaderLen-frame.UDPHeaderLen)
+	s.q = newQueue(st.qrecs, st.qbytes)
+	if !s.spin {
+		if len(st.waitFDs) == 0 {
+			s.spin = true
+		} else if err := s.w.init(st.waitFDs); err != nil {
+			return nil, err
+		}
+		u.Add(s.w.close)
+	}
+	if err := st.addFlow(s, s.laddr); err != nil {
+		return nil, err
+	}
+	u.AddFunc(func() { st.removeFlow(s, s.laddr) })
+	if o.ReadTimeout > 0 {
+		s.timeout.Store(int64(o.ReadTimeout))
+	}
+	s.info = st.info
+	s.info.Notes = slices.Clone(st.info.Notes)
+	s.info.Wait = backend.WaitSpin
+	if !s.spin {
+		s.info.Wait = backend.WaitBlock
+	} else if o.Wait == backend.WaitBlock {
+		s.info.Notes = append(s.info.Notes, st.name+" on this device cannot sleep: the socket spins")
+	}
+	s.info.Skipped = o.Skipped
+	return s, nil
+}
+
+// addFlow steers dst to s: in the device first, then in the socket table.
+func (st *Stack) addFlow(s *Socket, dst netip.AddrPort) error {
+	k := keyOf(dst)
+	st.rxMu.Lock()
+	taken := st.socks[k] != nil
+	st.rxMu.Unlock()
+	if taken {
+		return fmt.Errorf("steer %v: %w (another socket on this stack has it)", dst, syscall.EADDRINUSE)
+	}
+	if st.steer != nil {
+		if err := st.steer.AddFlow(dst); err != nil {
+			return fmt.Errorf("steer %v: %w", dst, err)
+		}
+	}
+	st.rxMu.Lock()
+	st.socks[k] = s
+	st.rxMu.Unlock()
+	return nil
+}
+
+// removeFlow undoes addFlow: the device stops steering dst to the stack at
+// once, so the kernel gets that traffic back.
+func (st *Stack) removeFlow(s *Socket, dst netip.AddrPort) error {
+	k := keyOf(dst)
+	st.rxMu.Lock()
+	if st.socks[k] == s {
+		delete(st.socks, k)
+	}
+	st.rxMu.Unlock()
+	if st.steer != nil {
+		if err := st.steer.RemoveFlow(dst); err != nil {
+			return fmt.Errorf("unsteer %v: %w", dst, err)
+		}
+	}
+	return nil
+}
+
+// serve moves datagrams for s into msgs, its receive queue first and then
+// one poll of the device, and returns how many. Datagrams the poll finds
+// for other sockets go to their queues. Called under st.rxMu.
+func (s *Socket) serve(msgs []backend.Message) int {
+	st := s.st
+	got := 0
+	for got < len(msgs) && s.q.len() > 0 {
+		m := &msgs[got]
+		n, full, from := s.q.pop(m.Buf)
+		if n < full {
+			s.trunc.Add(1)
+		}
+		m.N, m.Addr = n, from
+		got++
+	}
+	if got == len(msgs) {
+		return got
+	}
+	n := st.d.Poll(st.frames)
+	for i := range n {
+		owner := st.demux(st.frames[i].Data)
+		if owner == nil {
+			continue
+		}
+		p := st.pkt.Payload
+		if owner == s && got < len(msgs) {
+			m := &msgs[got]
+			m.N = copy(m.Buf, p)
+			if m.N < len(p) {
+				s.trunc.Add(1)
+			}
+			m.Addr = st.pkt.Src
+			got++
+			continue
+		}
+		if !owner.q.push(p, st.pkt.Src) {
+			owner.qdrop.Add(1)
+			continue
+		}
+		if owner != s {
+			owner.w.notify()
+		}
+	}
+	if n > 0 {
+		st.d.Release(st.frames[:n])
+	}
+	return got
+}
+
+// TryReadBatch returns the datagrams waiting for the socket without
+// waiting: one drain of its queue and one poll of the device.
+func (s *Socket) TryReadBatch(msgs []backend.Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	if !s.gate.R.Enter() {
+		return 0, backend.ErrClosed
+	}
+	defer s.gate.R.Exit()
+	s.st.rxMu.Lock()
+	n := s.serve(msgs)
+	s.st.rxMu.Unlock()
+	s.rx.Add(uint64(n))
+	return n, nil
+}
+
+// ReadBatch waits for at least one datagram and returns what else is ready.
+func (s *Socket) ReadBatch(msgs []backend.Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	if !s.gate.R.Enter() {
+		return 0, backend.ErrClosed
+	}
+	defer s.gate.R.Exit()
+	var start time.Time // when this read began to wait, for its timeout
+	for spins := uint32(1); ; spins++ {
+		s.st.rxMu.Lock()
+		n := s.serve(msgs)
+		s.st.rxMu.Unlock()
+		if n > 0 {
+			s.rx.Add(uint64(n))
+			return n, nil
+		}
+		if err := s.idle(spins, &start); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// ReadFrom receives one datagram into b.
+func (s *Socket) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	var m [1]backend.Message
+	m[0].Buf = b
+	if _, err := s.ReadBatch(m[:]); err != nil {
+		return 0, netip.AddrPort{}, err
+	}
+	return m[0].N, m[0].Addr, nil
+}
+
+// idle runs after a poll that found nothing for the socket. Spinning, it
+// checks for Close and the timeout every 64th time, reading the clock only
+// then; blocking, it sleeps until the device or another socket's poll has
+// something, Close, or the timeout.
+func (s *Socket) idle(spins uint32, start *time.Time) error {
+	if !s.spin {
+		return s.sleep(start)
+	}
+	if spins&63 != 0 {
+		return nil
+	}
+	if s.gate.R.Closed() {
+		return backend.ErrClosed
+	}
+	to := time.Duration(s.timeout.Load())
+	if to == 0 {
+		return nil
+	}
+	if start.IsZero() {
+		*start = time.Now()
+	} else if time.Since(*start) >= to {
+		return backend.ErrTimeout
+	}
+	return nil
+}
+
+// sleep waits in ppoll. The socket says it sleeps before it looks at its
+// queue a last time, so that a datagram queued after the look wakes it.
+func (s *Socket) sleep(start *time.Time) error {
+	if s.gate.R.Closed() {
+		return backend.ErrClosed
+	}
+	to := time.Duration(s.timeout.Load())
+	var left time.Duration // 0: no timeout
+	if to > 0 {
+		if start.IsZero() {
+			*start = time.Now()
+		}
+		if left = to - time.Since(*start); left <= 0 {
+			return backend.ErrTimeout
+		}
+	}
+	s.w.sleeping.Store(true)
+	s.st.rxMu.Lock()
+	queued := s.q.len() > 0
+	s.st.rxMu.Unlock()
+	if queued {
+		s.w.sleeping.Store(false)
+		return nil
+	}
+	woke, err := s.w.wait(left)
+	s.w.sleeping.Store(false)
+	if err != nil {
+		return err
+	}
+	if s.gate.R.Closed() {
+		return backend.ErrClosed
+	}
+	if !woke && to > 0 && time.Since(*start) >= to {
+		return backend.ErrTimeout
+	}
+	return nil
+}
+
+// WriteTo sends b as one datagram to the given address.
+func (s *Socket) WriteTo(b []byte, to netip.AddrPort) (int, error) {
+	if !s.gate.W.Enter() {
+		return 0, backend.ErrClosed
+	}
+	defer s.gate.W.Exit()
+	st := s.st
+	st.txMu.Lock()
+	defer st.txMu.Unlock()
+	sent := 0
+	if err := s.stage(b, to, &sent); err != nil {
+		return 0, err
+	}
+	if n, err := s.flush(); n == 0 {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// WriteBatch sends msgs in order, handing them to the device once per
+// batch, and returns how many were sent.
+func (s *Socket) WriteBatch(msgs []backend.Message) (int, error) {
+	if !s.gate.W.Enter() {
+		return 0, backend.ErrClosed
+	}
+	defer s.gate.W.Exit()
+	st := s.st
+	st.txMu.Lock()
+	defer st.txMu.Unlock()
+	sent := 0
+	for i := range msgs {
+		if st.staged == st.batch {
+			n, err := s.flush()
+			sent += n
+			if err != nil {
+				return sent, err
+			}
+		}
+		if err := s.stage(msgs[i].Buf, msgs[i].Addr, &sent); err != nil {
+			n, ferr := s.flush()
+			if ferr != nil {
+				err = ferr
+			}
+			return sent + n, err
+		}
+	}
+	n, err := s.flush()
+	return sent + n, err
+}
+
+// stage builds one frame in a transmit buffer and commits it without
+// kicking. When every buffer is in flight it kicks what is staged (adding
+// what the device took to *sent) and waits a bounded time for
+// completions. Called under st.txMu.
+func (s *Socket) stage(b []byte, to netip.AddrPort, sent *int) error {
+	st := s.st
+	if len(b) > s.maxPayload {
+		return backend.ErrMessageTooLong
+	}
+	dst := to.Addr().Unmap()
+	if !dst.Is4() {
+		return errNotIPv4
+	}
+	now := st.now()
+	mac, ok := st.neigh.lookup(dst, now)
+	if !ok {
+		if err := st.neigh.recentFailure(dst, now); err != nil {
+			return err
+		}
+		var err error
+		if mac, err = st.resolve(dst); err != nil {
+			st.neigh.fail(dst, err, st.now())
+			return err
+		}
+		st.neigh.insert(dst, mac, st.now())
+	}
+	buf, id, ok := st.d.Reserve()
+	if !ok {
+		st.d.Reap()
+		buf, id, ok = st.d.Reserve()
+	}
+	if !ok {
+		s.txFull.Add(1)
+		// Hand the device what is staged, so that it has frames to
+		// complete, and kick until a buffer comes back.
+		n, err := s.flush()
+		*sent += n
+		if err != nil {
+			return err
+		}
+		for tries := 0; !ok; tries++ {
+			if tries == maxKicks {
+				return errNoFrames
+			}
+			if _, err := st.d.Kick(); err != nil {
+				return err
+			}
+			st.d.Reap()
+			buf, id, ok = st.d.Reserve()
+		}
+	}
+	s.tmpl.SetDst(mac, netip.AddrPortFrom(dst, to.Port()))
+	n, _ := s.tmpl.Build(buf, b)
+	st.d.Commit(id, n)
+	st.staged++
+	return nil
+}
+
+// flush kicks the staged frames and reaps completions, every time, so that
+// a device that frees transmit space only as it reports completions (X3)
+// never wedges. Called under st.txMu.
+func (s *Socket) flush() (int, error) {
+	st := s.st
+	if st.staged == 0 {
+		return 0, nil
+	}
+	n, err := st.d.Kick()
+	if n < st.staged && err == nil {
+		err = errNoFrames
+	}
+	st.staged = 0
+	st.d.Reap()
+	s.tx.Add(uint64(n))
+	if err != nil && errors.Is(err, backend.ErrRingFull) {
+		s.txFull.Add(1)
+	}
+	return n, err
+}
+
+// SetReadTimeout bounds each read; zero waits forever.
+func (s *Socket) SetReadTimeout(d time.Duration) error {
+	s.timeout.Store(int64(max(d, 0)))
+	return nil
+}
+
+// JoinGroup subscribes the socket to an IPv4 multicast group: a membership
+// in the kernel (IGMP, and the NIC's multicast filter), the group and the
+// socket's port steered to the stack, and the group accepted by its frame
+// filter.
+func (s *Socket) JoinGroup(group netip.Addr) (err error) {
+	group = group.Unmap()
+	if !group.Is4() || !group.IsMulticast() {
+		return fmt.Errorf("join group %v: not an IPv4 multicast address", group)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gate.Closed() {
+		return backend.ErrClosed
+	}
+	if slices.Contains(s.groups, group) {
+		return nil
+	}
+	var u undo.Stack
+	defer u.RunIfFailed(&err)
+	if err := s.res.Join(group); err != nil {
+		return fmt.Errorf("join group %v on %s: %w", group, s.st.iface.Name, err)
+	}
+	u.Add(func() error { return s.res.Leave(group) })
+	dst := netip.AddrPortFrom(group, s.laddr.Port())
+	if err := s.st.addFlow(s, dst); err != nil {
+		return fmt.Errorf("join group %v: %w", group, err)
+	}
+	u.AddFunc(func() { s.st.removeFlow(s, dst) })
+	st := s.st
+	st.rxMu.Lock()
+	if st.groups[group] == 0 {
+		f := st.filter.Clone()
+		err = f.Join(group)
+		if err == nil {
+			st.filter = *f
+		}
+	}
+	if err == nil {
+		st.groups[group]++
+	}
+	st.rxMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("join group %v: %w", group, err)
+	}
+	u.Take()
+	s.groups = append(s.groups, group)
+	return nil
+}
+
+// LeaveGroup undoes JoinGroup.
+func (s *Socket) LeaveGroup(group netip.Addr) error {
+	group = group.Unmap()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.Index(s.groups, group)
+	if i < 0 {
+		return fmt.Errorf("leave group %v: not joined", group)
+	}
+	s.groups = slices.Delete(s.groups, i, i+1)
+	return s.leave(group)
+}
+
+func (s *Socket) leave(group netip.Addr) error {
+	st := s.st
+	err := st.removeFlow(s, netip.AddrPortFrom(group, s.laddr.Port()))
+	st.rxMu.Lock()
+	if st.groups[group]--; st.groups[group] <= 0 {
+		delete(st.groups, group)
+		f := st.filter.Clone()
+		f.Leave(group)
+		st.filter = *f
+	}
+	st.rxMu.Unlock()
+	return errors.Join(err, s.res.Leave(group))
+}
+
+// LocalAddr is the bound address, with the port chosen for port 0.
+func (s *Socket) LocalAddr() netip.AddrPort { return s.laddr }
+
+// Info says which backend and settings are in use.
+func (s *Socket) Info() backend.Info { return s.info }
+
+// Stack is the stack the socket is on.
+func (s *Socket) Stack() *Stack { return s.st }
+
+// ReadyFD returns the descriptor a poller may sleep on: the socket's wake
+// descriptor in block mode, -1 when it spins. It is never exact: another
+// socket's poll may queue datagrams for this one.
+func (s *Socket) ReadyFD() (int, bool) {
+	if s.spin || len(s.st.waitFDs) != 1 {
+		return -1, false
+	}
+	return s.st.waitFDs[0], false
+}
+
+// Stats returns the socket's counters together with the stack's: the
+// Drop* counters before demultiplexing and the driver's counters are
+// shared by every socket on the stack; DropQueueFull is this socket's.
+func (s *Socket) Stats() backend.Stats {
+	out := backend.Stats{
+		RxPackets: s.rx.Load(), TxPackets: s.tx.Load(), RxTrunc: s.trunc.Load(),
+		DropQueueFull: s.qdrop.Load(), TxRingFull: s.txFull.Load(),
+	}
+	if s.gate.W.Enter() {
+		s.st.addStats(&out)
+		s.gate.W.Exit()
+	}
+	return out
+}
+
+// closeWait bounds how long Close waits for calls in flight to leave.
+const closeWait = 5 * time.Second
+
+// Close removes the socket's flows from the stack and the device (the
+// kernel gets the traffic back at once), gives its port back, and releases
+// the stack when it was the last socket. A reader waiting in another
+// goroutine returns ErrClosed.
+func (s *Socket) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.gate.Shut() {
+		return backend.ErrClosed
+	}
+	s.w.wake()
+	if !s.gate.Wait(closeWait) {
+		// Releasing the stack under a live call could unmap its rings:
+		// leave the socket open instead.
+		return errors.New(s.st.name + ": close: a reader or writer did not leave; socket left open")
+	}
+	var errs []error
+	for _, g := range s.groups {
+		errs = append(errs, s.leave(g))
+	}
+	s.groups = nil
+	errs = append(errs, s.undo.Run())
+	return errors.Join(errs...)
+}

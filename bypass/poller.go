@@ -1,0 +1,258 @@
+package bypass
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/lowlat/lowlat/bypass/backend"
+)
+
+// PollerOptions configure a Poller. The zero value spins, taking at most
+// DefaultPollQuota messages from one connection per pass.
+type PollerOptions struct {
+	// Wait is WaitSpin (the default) or WaitBlock: a blocking poller
+	// sleeps in epoll when a pass finds nothing. Connections without a
+	// descriptor to sleep on (efvi) are still tried on every pass, so a
+	// poller that holds one spins whatever its mode.
+	Wait WaitMode
+	// Quota is the most messages one connection gives in one pass, so that
+	// a flooded connection cannot starve the others: each pass starts one
+	// connection further on and gives every connection its turn before
+	// any gets a second. 0 means DefaultPollQuota.
+	Quota int
+}
+
+// DefaultPollQuota is the per-connection share of a pass.
+const DefaultPollQuota = 16
+
+// epollAbove is how many exactly-signalled connections (kernel sockets) a
+// spinning poller reads directly before it asks epoll which are ready:
+// below it, a non-blocking read each costs less than the epoll_wait.
+const epollAbove = 4
+
+// PollMessage is one datagram a Poller received, with the connection it
+// came from. Buf is the caller's, as in Message.
+type PollMessage struct {
+	Message
+	ID   int        // what Add returned for the connection
+	Conn PacketConn // the connection
+}
+
+// Poller serves many connections, of any backends, from one goroutine:
+// one Poll returns the messages ready on any of them, without allocating.
+// Sockets on one user-space stack (afxdp, efvi) are served by one pass
+// over the stack's receive ring; kernel sockets through epoll when there
+// are more than a few. A Poller is used by one goroutine: Add, Remove and
+// Poll must not run concurrently. A connection it serves should be read
+// only through it.
+type Poller struct {
+	o     PollerOptions
+	conns []pollConn
+	ids   int
+	next  int // where the next pass starts
+	exact int // connections epoll signals exactly
+	noFD  int // connections with no descriptor: a blocking poller cannot sleep
+	scr   []backend.Message
+	ep    epoll
+}
+
+type pollConn struct {
+	c     PacketConn
+	id    int
+	fd    int
+	exact bool // fd is readable exactly while c has a datagram
+	ready bool // epoll said so since c was last read
+}
+
+// NewPoller returns an empty Poller.
+func NewPoller(o PollerOptions) (*Poller, error) {
+	if o.Wait != WaitDefault && o.Wait != WaitSpin && o.Wait != WaitBlock {
+		return nil, fmt.Errorf("poller: wait mode %v: want spin or block", o.Wait)
+	}
+	if o.Quota < 0 || o.Quota > backend.MaxBatch {
+		return nil, fmt.Errorf("poller: quota %d: want 1 to %d", o.Quota, backend.MaxBatch)
+	}
+	if o.Quota == 0 {
+		o.Quota = DefaultPollQuota
+	}
+	p := &Poller{o: o, scr: make([]backend.Message, o.Quota)}
+	if err := p.ep.open(o.Wait == WaitBlock); err != nil {
+		return nil, fmt.Errorf("poller: %w", err)
+	}
+	return p, nil
+}
+
+// Add starts serving c and returns the id its messages carry.
+func (p *Poller) Add(c PacketConn) (int, error) {
+	if slices.ContainsFunc(p.conns, func(pc pollConn) bool { return pc.c == c }) {
+		return 0, errors.New("poller: connection added twice")
+	}
+	pc := pollConn{c: c, id: p.ids, fd: -1}
+	if r, ok := c.(backend.ReadyFD); ok {
+		pc.fd, pc.exact = r.ReadyFD()
+	}
+	if pc.fd >= 0 {
+		if err := p.ep.add(pc.fd, pc.exact); err != nil {
+			return 0, fmt.Errorf("poller: add %v: %w", c.LocalAddr(), err)
+		}
+	}
+	if pc.fd < 0 {
+		pc.exact = false
+		p.noFD++
+	}
+	if pc.exact {
+		p.exact++
+	}
+	p.ids++
+	p.conns = append(p.conns, pc)
+	return pc.id, nil
+}
+
+// Remove stops serving c; it does not close it.
+func (p *Poller) Remove(c PacketConn) error {
+	i := slices.IndexFunc(p.conns, func(pc pollConn) bool { return pc.c == c })
+	if i < 0 {
+		return errors.New("poller: connection not added")
+	}
+	pc := p.conns[i]
+	if pc.fd >= 0 {
+		p.ep.remove(pc.fd, pc.exact, p.sharedFD(pc.fd, i))
+	}
+	if pc.exact {
+		p.exact--
+	}
+	if pc.fd < 0 {
+		p.noFD--
+	}
+	p.conns = slices.Delete(p.conns, i, i+1)
+	if p.next >= len(p.conns) {
+		p.next = 0
+	}
+	return nil
+}
+
+// sharedFD reports whether a connection other than the i-th waits on fd
+// (sockets of one stack share the stack's descriptor).
+func (p *Poller) sharedFD(fd, i int) bool {
+	for j, pc := range p.conns {
+		if j != i && pc.fd == fd {
+			return true
+		}
+	}
+	return false
+}
+
+// Len is the number of connections served.
+func (p *Poller) Len() int { return len(p.conns) }
+
+// Poll waits until at least one connection has a datagram, or timeout
+// passes (0 waits forever; then it returns ErrTimeout), and returns the
+// datagrams ready, up to len(msgs). Each message's Buf must be set by the
+// caller.
+func (p *Poller) Poll(msgs []PollMessage, timeout time.Duration) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	var start time.Time
+	for spins := uint32(1); ; spins++ {
+		n, err := p.pass(msgs, p.o.Wait != WaitBlock && p.exact > epollAbove)
+		if n > 0 || err != nil {
+			return n, err
+		}
+		if p.o.Wait == WaitBlock && p.noFD == 0 && p.ep.canSleep(len(p.conns)) {
+			left := time.Duration(-1)
+			if timeout > 0 {
+				if start.IsZero() {
+					start = time.Now()
+				}
+				if left = timeout - time.Since(start); left <= 0 {
+					return 0, ErrTimeout
+				}
+			}
+			if err := p.ep.wait(left, p.mark); err != nil {
+				return 0, fmt.Errorf("poller: %w", err)
+			}
+			continue
+		}
+		if spins&63 != 0 || timeout == 0 {
+			continue
+		}
+		if start.IsZero() {
+			start = time.Now()
+		} else if time.Since(start) >= timeout {
+			return 0, ErrTimeout
+		}
+	}
+}
+
+// TryPoll is one pass: what is ready now, or 0 at once.
+func (p *Poller) TryPoll(msgs []PollMessage) (int, error) {
+	return p.pass(msgs, p.exact > epollAbove)
+}
+
+// mark records that epoll found the i-th connection's descriptor readable.
+func (p *Poller) mark(fd int) {
+	for i := range p.conns {
+		if p.conns[i].fd == fd && p.conns[i].exact {
+			p.conns[i].ready = true
+		}
+	}
+}
+
+// pass gives every connection its turn, starting one further on each
+// time. With useEpoll, exactly-signalled connections are read only when
+// epoll says they are ready; the others are always tried.
+func (p *Poller) pass(msgs []PollMessage, useEpoll bool) (int, error) {
+	n := len(p.conns)
+	if n == 0 {
+		return 0, nil
+	}
+	if useEpoll {
+		if err := p.ep.wait(0, p.mark); err != nil {
+			return 0, fmt.Errorf("poller: %w", err)
+		}
+	}
+	got := 0
+	start := p.next
+	if p.next++; p.next >= n {
+		p.next = 0
+	}
+	for i := 0; i < n && got < len(msgs); i++ {
+		j := start + i
+		if j >= n {
+			j -= n
+		}
+		pc := &p.conns[j]
+		if pc.exact && (useEpoll || p.o.Wait == WaitBlock) && !pc.ready {
+			continue
+		}
+		room := min(p.o.Quota, len(msgs)-got)
+		for k := range room {
+			p.scr[k].Buf = msgs[got+k].Buf
+		}
+		k, err := pc.c.TryReadBatch(p.scr[:room])
+		pc.ready = false
+		if err != nil {
+			return got, fmt.Errorf("poller: connection %d (%v): %w", pc.id, pc.c.LocalAddr(), err)
+		}
+		for m := range k {
+			pm := &msgs[got+m]
+			pm.N, pm.Addr = p.scr[m].N, p.scr[m].Addr
+			pm.ID, pm.Conn = pc.id, pc.c
+		}
+		for m := range room {
+			p.scr[m].Buf = nil
+		}
+		got += k
+	}
+	return got, nil
+}
+
+// Close releases the poller's descriptors; it does not close the
+// connections.
+func (p *Poller) Close() error {
+	p.conns = nil
+	return p.ep.close()
+}
