@@ -34,3 +34,18 @@ func (Backend) ListenUDP(laddr netip.AddrPort, o backend.Options) (backend.Packe
 	}
 	return c, nil
 }
+
+// OpenStack returns this process's efvi stack on o.Interface, opening it
+// when there is none yet: its VIs, packet memory and every socket opened
+// on it are served by whichever thread reads them. Close gives back this
+// handle's reference.
+func (Backend) OpenStack(o backend.Options) (backend.Stack, error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("efvi: open stack: %w", err)
+	}
+	s, err := openStack(o)
+	if err != nil {
+		return nil, fmt.Errorf("efvi: open stack on %s: %w", o.Interface, err)
+	}
+	return s, nil
+}

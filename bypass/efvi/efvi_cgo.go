@@ -80,13 +80,16 @@ static int ll_tx_capacity(struct ll_q* q) { return ef_vi_transmit_capacity(&q->v
 static int ll_get_mac(struct ll_q* q, void* mac) { return ef_vi_get_mac(&q->vi, q->dev->dh, mac); }
 static int ll_prefix(struct ll_q* q) { return q->prefix; }
 
-static int ll_filter_udp4(struct ll_q* q, uint32_t ip_be, uint16_t port_be) {
+static int ll_filter_udp4(struct ll_q* q, uint32_t ip_be, uint16_t port_be, int exclusive, ef_filter_cookie* ck) {
 	ef_filter_spec fs;
-	ef_filter_spec_init(&fs, EF_FILTER_FLAG_NONE);
+	ef_filter_spec_init(&fs, exclusive ? EF_FILTER_FLAG_EXCLUSIVE_RXQ : EF_FILTER_FLAG_NONE);
 	int rc = ef_filter_spec_set_ip4_local(&fs, IPPROTO_UDP, ip_be, port_be);
 	if (rc < 0)
 		return rc;
-	return ef_vi_filter_add(&q->vi, q->dev->dh, &fs, NULL);
+	return ef_vi_filter_add(&q->vi, q->dev->dh, &fs, ck);
+}
+static int ll_filter_del(struct ll_q* q, ef_filter_cookie* ck) {
+	return ef_vi_filter_del(&q->vi, q->dev->dh, ck);
 }
 
 static inline void ll_put(struct ll_ev* r, uint16_t kind, uint16_t sub, uint32_t len, uint32_t id, uint64_t addr) {
@@ -232,6 +235,7 @@ static int ll_send(struct ll_q* q, const struct ll_tx* d, int n) {
 import "C"
 
 import (
+	"fmt"
 	"net/netip"
 	"syscall"
 	"unsafe"
@@ -297,6 +301,7 @@ type ciQueue struct {
 	bufSize int
 	prefix  int
 	rxRef   bool
+	filters map[netip.AddrPort]C.ef_filter_cookie
 }
 
 // Flags for allocVI (enum ef_vi_flags).
@@ -368,13 +373,38 @@ func (q *ciQueue) frame(ev *event) []byte {
 
 func (q *ciQueue) refs() bool { return q.rxRef }
 
+// addFilter asks for an exclusive receive queue (EF_FILTER_FLAG_EXCLUSIVE_RXQ),
+// so that on X3, where VIs otherwise share the adapter's queues, the VI
+// sees only its own flows. X2 gives every VI a queue of its own; a driver
+// that refuses the flag there gets the filter without it.
 func (q *ciQueue) addFilter(dst netip.AddrPort) error {
 	ip := dst.Addr().As4()
 	p := dst.Port()
 	ipBE := *(*uint32)(unsafe.Pointer(&ip[0])) // network order in memory
 	portBE := uint16(p>>8) | uint16(p&0xff)<<8 // htons
-	if err := errno(C.ll_filter_udp4(q.q, C.uint32_t(ipBE), C.uint16_t(portBE))); err != nil {
+	var ck C.ef_filter_cookie
+	err := errno(C.ll_filter_udp4(q.q, C.uint32_t(ipBE), C.uint16_t(portBE), 1, &ck))
+	if err != nil && !q.rxRef {
+		err = errno(C.ll_filter_udp4(q.q, C.uint32_t(ipBE), C.uint16_t(portBE), 0, &ck))
+	}
+	if err != nil {
 		return filterError(dst, err)
+	}
+	if q.filters == nil {
+		q.filters = make(map[netip.AddrPort]C.ef_filter_cookie)
+	}
+	q.filters[dst] = ck
+	return nil
+}
+
+func (q *ciQueue) removeFilter(dst netip.AddrPort) error {
+	ck, ok := q.filters[dst]
+	if !ok {
+		return nil
+	}
+	delete(q.filters, dst)
+	if err := errno(C.ll_filter_del(q.q, &ck)); err != nil {
+		return fmt.Errorf("ef_vi_filter_del udp %v: %w", dst, err)
 	}
 	return nil
 }

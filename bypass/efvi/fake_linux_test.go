@@ -3,6 +3,7 @@
 package efvi
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 )
@@ -80,6 +81,15 @@ func (f *fakeRX) addFilter(dst netip.AddrPort) error {
 	return nil
 }
 
+func (f *fakeRX) removeFilter(dst netip.AddrPort) error {
+	i := slices.Index(f.filters, dst)
+	if i < 0 {
+		return errors.New("fake: no such filter")
+	}
+	f.filters = slices.Delete(f.filters, i, i+1)
+	return nil
+}
+
 func (f *fakeRX) close() error { f.closed = true; return nil }
 
 // take removes the oldest posted buffer, as the adapter does on receipt.
@@ -137,9 +147,18 @@ type fakeTX struct {
 	pending  []event
 	sends    int
 	closed   bool
+	// lazy frees ring space only when completions are polled, as X3
+	// does: a send raises its completion event at once, but the slot
+	// stays taken until poll hands the event over.
+	lazy bool
 }
 
 func (f *fakeTX) poll(evs []event) int {
+	if f.lazy {
+		for _, ev := range f.pending[:min(len(evs), len(f.pending))] {
+			f.inflight = f.inflight[:copy(f.inflight, f.inflight[ev.len:])]
+		}
+	}
 	n := copy(evs, f.pending)
 	f.pending = f.pending[:copy(f.pending, f.pending[n:])]
 	return n
@@ -150,6 +169,9 @@ func (f *fakeTX) send(d []txDesc) int {
 	n := min(len(d), f.ring-len(f.inflight))
 	for _, x := range d[:n] {
 		f.inflight = append(f.inflight, x.id)
+		if f.lazy {
+			f.pending = append(f.pending, event{kind: evTX, len: 1})
+		}
 		if f.record {
 			off := int(x.id) * f.bufSize
 			f.sent = append(f.sent, append([]byte(nil), f.mem[off:off+int(x.len)]...))

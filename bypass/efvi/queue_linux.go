@@ -100,8 +100,12 @@ type rxQueue interface {
 	// refs reports whether the queue delivers RX_REF events (X3) instead
 	// of filling posted buffers.
 	refs() bool
-	// addFilter steers IPv4 UDP datagrams for ip:port to the queue.
+	// addFilter steers IPv4 UDP datagrams for ip:port to the queue, on a
+	// receive queue of the VI's own (exclusive), not one shared with other
+	// VIs and their traffic.
 	addFilter(dst netip.AddrPort) error
+	// removeFilter removes the filter addFilter added for dst.
+	removeFilter(dst netip.AddrPort) error
 	close() error
 }
 

@@ -13,7 +13,8 @@ import (
 
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/internal/frame"
-	"github.com/lowlat/lowlat/bypass/internal/nexthop"
+	"github.com/lowlat/lowlat/bypass/internal/stack"
+	"github.com/lowlat/lowlat/bypass/internal/undo"
 )
 
 // Packet memory layout: bufSize-byte buffers, the receive ones first.
@@ -42,41 +43,67 @@ func driverPresent() error {
 	return nil
 }
 
-func listen(laddr netip.AddrPort, o backend.Options) (_ backend.PacketConn, err error) {
-	if err := driverPresent(); err != nil {
-		return nil, err
-	}
-	if !laddr.Addr().Unmap().Is4() {
-		return nil, backend.Unsupported("efvi carries IPv4 only; %v is not IPv4", laddr.Addr())
-	}
-	if laddr.Port() == 0 {
-		return nil, errors.New("efvi needs an explicit port (ef_vi allocates none)")
-	}
-	ifi, src, err := pickInterface(o.Interface, laddr.Addr().Unmap())
+// stacks holds this process's efvi stacks: one per interface and network
+// namespace, shared by every socket on that interface.
+var stacks stack.Registry
+
+func listen(laddr netip.AddrPort, o backend.Options) (backend.PacketConn, error) {
+	st, err := acquire(laddr.Addr(), o)
 	if err != nil {
 		return nil, err
 	}
-	laddr = netip.AddrPortFrom(src, laddr.Port())
+	defer st.Release() // the socket holds its own reference
+	return st.Listen(laddr, o)
+}
 
-	// Every step registers its undo; on failure they run in reverse.
-	var undo []func() error
-	defer func() {
-		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
-		}
-	}()
+func openStack(o backend.Options) (backend.Stack, error) {
+	if o.Interface == "" {
+		return nil, errors.New("name the interface")
+	}
+	st, err := acquire(netip.IPv4Unspecified(), o)
+	if err != nil {
+		return nil, err
+	}
+	return stack.Handle(st), nil
+}
+
+// acquire finds or opens the stack for the interface o names or that owns
+// addr, in the calling thread's network namespace.
+func acquire(addr netip.Addr, o backend.Options) (*stack.Stack, error) {
+	if err := driverPresent(); err != nil {
+		return nil, err
+	}
+	if a := addr.Unmap(); !a.Is4() {
+		return nil, backend.Unsupported("efvi carries IPv4 only; %v is not IPv4", addr)
+	}
+	ifc, err := stack.FindInterface("ef_vi", o.Interface, addr)
+	if err != nil {
+		return nil, err
+	}
+	var ns unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), &ns); err != nil {
+		return nil, fmt.Errorf("network namespace: %w", os.NewSyscallError("stat", err))
+	}
+	key := fmt.Sprintf("efvi ns %d ifindex %d", ns.Ino, ifc.Index)
+	st, _, err := stacks.Acquire(key, func() (*stack.Stack, error) { return open(ifc, o) })
+	return st, err
+}
+
+// open allocates the driver handle, protection domain, packet memory and
+// the two VIs, and makes a stack over them. Every step registers its undo.
+func open(ifc stack.Interface, o backend.Options) (_ *stack.Stack, err error) {
+	var u undo.Stack
+	defer u.RunIfFailed(&err)
 	d := newDev()
-	undo = append(undo, func() error { d.free(); return nil })
+	u.AddFunc(d.free)
 	if err := d.open(); err != nil {
 		return nil, backend.UnsupportedErr("ef_driver_open "+charDev, err)
 	}
-	undo = append(undo, d.closeDriver)
-	if err := d.allocPD(ifi.Index); err != nil {
-		return nil, backend.UnsupportedErr(fmt.Sprintf("ef_pd_alloc on %s: not an interface the Onload driver serves (an AMD Solarflare X2/X3 port)", ifi.Name), err)
+	u.Add(d.closeDriver)
+	if err := d.allocPD(ifc.Index); err != nil {
+		return nil, backend.UnsupportedErr(fmt.Sprintf("ef_pd_alloc on %s: not an interface the Onload driver serves (an AMD Solarflare X2/X3 port)", ifc.Name), err)
 	}
-	undo = append(undo, d.freePD)
+	u.Add(d.freePD)
 
 	var notes []string
 	has := func(c int) bool { v, err := d.capability(c); return err == nil && v != 0 }
@@ -94,12 +121,12 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ backend.PacketConn, err 
 	if err != nil {
 		return nil, fmt.Errorf("packet memory of %d bytes: %w", size, os.NewSyscallError("mmap", err))
 	}
-	undo = append(undo, func() error { return unix.Munmap(mem) })
+	u.Add(func() error { return unix.Munmap(mem) })
 	unix.Madvise(mem, unix.MADV_DONTFORK) // a forked child must not share DMA pages
 	if err := d.register(mem, bufSize); err != nil {
 		return nil, fmt.Errorf("ef_memreg_alloc of %d bytes (RLIMIT_MEMLOCK or huge pages may be short): %w", size, err)
 	}
-	undo = append(undo, d.freeMemreg)
+	u.Add(d.freeMemreg)
 
 	// The receive VI: no TX ring. Some firmware refuses VIs without RX
 	// event merging; retry with it, as eflatency does.
@@ -108,17 +135,12 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ backend.PacketConn, err 
 		rxq, err = allocVI(d, -1, 0, viFlagEventMerge, mem, bufSize, 0)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("ef_vi_alloc_from_pd (receive) on %s: %w", ifi.Name, err)
+		return nil, fmt.Errorf("ef_vi_alloc_from_pd (receive) on %s: %w", ifc.Name, err)
 	}
 	rxq.rxRef = useRef
-	rxqDone := false
-	defer func() {
-		if err != nil && !rxqDone {
-			rxq.close()
-		}
-	}()
+	u.Add(rxq.close)
 	if !useRef && rxq.rxBufferLen() > bufSize {
-		return nil, fmt.Errorf("%s: receive buffers of %d bytes needed, this backend posts %d", ifi.Name, rxq.rxBufferLen(), bufSize)
+		return nil, fmt.Errorf("%s: receive buffers of %d bytes needed, this backend posts %d", ifc.Name, rxq.rxBufferLen(), bufSize)
 	}
 
 	// The transmit VI: CTPIO when the adapter has it, else DMA.
@@ -127,50 +149,27 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ backend.PacketConn, err 
 		txq, err = allocVI(d, 0, -1, viFlagCTPIO, mem, bufSize, ctThreshold)
 		if err != nil {
 			if ctpioOnly {
-				return nil, fmt.Errorf("ef_vi_alloc_from_pd (transmit, CTPIO, the only TX mode of %s): %w", ifi.Name, err)
+				return nil, fmt.Errorf("ef_vi_alloc_from_pd (transmit, CTPIO, the only TX mode of %s): %w", ifc.Name, err)
 			}
 			notes = append(notes, fmt.Sprintf("CTPIO refused (%v): transmitting by DMA", err))
 		}
 	}
 	if txq == nil {
 		if txq, err = allocVI(d, 0, -1, 0, mem, bufSize, 0); err != nil {
-			return nil, fmt.Errorf("ef_vi_alloc_from_pd (transmit) on %s: %w", ifi.Name, err)
+			return nil, fmt.Errorf("ef_vi_alloc_from_pd (transmit) on %s: %w", ifc.Name, err)
 		}
 	}
-	defer func() {
-		if err != nil && !rxqDone {
-			txq.close()
-		}
-	}()
+	u.Add(txq.close)
 	mode := "dma"
 	if txq.q.ctpio != 0 {
 		mode = "ctpio"
 	}
-
-	if err := rxq.addFilter(laddr); err != nil {
-		return nil, err
-	}
-
-	// A kernel UDP socket on the same port reserves it, carries the IGMP
-	// memberships of JoinGroup and starts ARP for the resolver.
-	ks, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
-	}
-	undo = append(undo, func() error { return unix.Close(ks) })
-	if err := unix.Bind(ks, &unix.SockaddrInet4{Port: int(laddr.Port()), Addr: laddr.Addr().As4()}); err != nil {
-		return nil, fmt.Errorf("reserve udp port %v: %w", laddr, os.NewSyscallError("bind", err))
-	}
-	res, err := nexthop.NewResolver()
-	if err != nil {
-		return nil, err
-	}
-	undo = append(undo, res.Close)
-
 	mac, err := rxq.mac()
 	if err != nil {
 		return nil, fmt.Errorf("ef_vi_get_mac: %w", err)
 	}
+	ifc.MAC = frame.MAC(mac)
+
 	var rxIDs []uint32
 	if !useRef {
 		for i := range min(rxBufs, rxq.rxCapacity()) {
@@ -185,36 +184,26 @@ func listen(laddr netip.AddrPort, o backend.Options) (_ backend.PacketConn, err 
 	for i := range txIDs {
 		txIDs[i] = uint32(rxBufs + i)
 	}
-	if o.Wait == backend.WaitBlock {
-		notes = append(notes, "efvi always spins: blocking waits are not implemented")
-	}
 	if o.Queue > 0 {
-		notes = append(notes, "efvi ignores the queue: the filter steers the flow to the VI's own queue")
+		notes = append(notes, "efvi ignores the queue: the filters steer the flows to the VI's own queue")
 	}
 	arch := "X2 (posted buffers)"
 	if useRef {
 		arch = "X3 (RX_REF)"
 	}
 	notes = append(notes, fmt.Sprintf("receive %s, transmit %s", arch, mode))
-	join := func(g netip.Addr) error {
-		mreq := &unix.IPMreqn{Multiaddr: g.As4(), Ifindex: int32(ifi.Index)}
-		return os.NewSyscallError("setsockopt IP_ADD_MEMBERSHIP", unix.SetsockoptIPMreqn(ks, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq))
-	}
-	c, err := newConn(connConfig{
+	drv, err := newDriver(driverConfig{
 		rxq: rxq, txq: txq, rxBufs: rxIDs, mem: mem, bufSize: bufSize, txBufs: txIDs,
-		mac: frame.MAC(mac), laddr: laddr, src: src, mtu: ifi.MTU, batch: o.Batch(),
-		timeout: o.ReadTimeout,
-		info: backend.Info{
-			Backend: "efvi", Wait: backend.WaitSpin, Interface: ifi.Name, Queue: -1,
-			Notes: notes, Skipped: o.Skipped,
-		},
-		undo: undo, join: join, resolve: kernelResolve(res, ifi.Name),
+		batch: o.Batch(),
 	})
 	if err != nil {
 		return nil, err
 	}
-	rxqDone = true
-	return c, nil
+	drv.undo = u.Take() // the driver's Close frees the VIs, then the rest
+	return stack.New(stack.Config{
+		Backend: "efvi", Driver: drv, Iface: ifc, BufSize: bufSize, Batch: o.Batch(),
+		Info: backend.Info{Backend: "efvi", Interface: ifc.Name, Queue: -1, Notes: notes},
+	})
 }
 
 // pickInterface returns the named interface (or the one that owns a) and

@@ -12,3 +12,5 @@ import (
 func listen(netip.AddrPort, backend.Options) (backend.PacketConn, error) {
 	return nil, ErrNoEFVI
 }
+
+func openStack(backend.Options) (backend.Stack, error) { return nil, ErrNoEFVI }

@@ -454,13 +454,18 @@ func (s *Socket) flush() (int, error) {
 	if st.staged == 0 {
 		return 0, nil
 	}
+	// Counted before the kick, so that a peer that answers at once never
+	// finds the count behind; frames the device refused are taken back.
+	s.tx.Add(uint64(st.staged))
 	n, err := st.d.Kick()
-	if n < st.staged && err == nil {
-		err = errNoFrames
+	if n < st.staged {
+		s.tx.Add(^uint64(st.staged - n - 1))
+		if err == nil {
+			err = errNoFrames
+		}
 	}
 	st.staged = 0
 	st.d.Reap()
-	s.tx.Add(uint64(n))
 	if err != nil && errors.Is(err, backend.ErrRingFull) {
 		s.txFull.Add(1)
 	}

@@ -340,3 +340,6 @@ func (h *handle) Close() error {
 	}
 	return h.st.Release()
 }
+
+// Driver is the stack's driver, for a backend's own counters.
+func (st *Stack) Driver() Driver { return st.d }
