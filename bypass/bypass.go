@@ -27,6 +27,7 @@ type (
 	Stats          = backend.Stats
 	Skip           = backend.Skip
 	Backend        = backend.Backend
+	Stack          = backend.Stack
 )
 
 // Wait modes.
@@ -103,6 +104,44 @@ func ListenUDP(laddr netip.AddrPort, o Options) (PacketConn, error) {
 		skipped = append(skipped, Skip{Backend: b.Name(), Reason: err})
 	}
 	return nil, fmt.Errorf("listen udp %v: no backend works: %w", laddr, joinSkips(skipped))
+}
+
+// OpenStack returns this process's user-space stack on o.Interface for
+// o.Backend (afxdp or efvi; auto or empty takes the fastest that works):
+// the rings, buffers and steering of that interface, shared by every
+// socket opened on it, whether through the Stack's ListenUDP or through
+// ListenUDP with the same backend and interface. Sockets on one stack are
+// served best from one thread (a Poller). The stack closes when its last
+// handle and socket have; Close gives back this handle.
+func OpenStack(o Options) (Stack, error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("open stack: %w", err)
+	}
+	var skipped []Skip
+	for _, b := range backends() {
+		sb, ok := b.(backend.StackBackend)
+		if o.Backend != "" && o.Backend != "auto" {
+			if b.Name() != o.Backend {
+				continue
+			}
+			if !ok {
+				return nil, fmt.Errorf("open stack: backend %s: %w", b.Name(), backend.Unsupported("uses the kernel's stack: open its sockets with ListenUDP"))
+			}
+			return sb.OpenStack(o)
+		}
+		if !ok {
+			continue
+		}
+		st, err := sb.OpenStack(o)
+		if err == nil {
+			return st, nil
+		}
+		skipped = append(skipped, Skip{Backend: b.Name(), Reason: err})
+	}
+	if len(skipped) == 0 {
+		return nil, fmt.Errorf("open stack: backend %q: unknown", o.Backend)
+	}
+	return nil, fmt.Errorf("open stack: no user-space stack works: %w", joinSkips(skipped))
 }
 
 // DialTCP connects to raddr over the named stream backend (busypoll or

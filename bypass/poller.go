@@ -56,10 +56,28 @@ type Poller struct {
 	noFD  int // connections with no descriptor: a blocking poller cannot sleep
 	scr   []backend.Message
 	ep    epoll
+
+	stacks []stackRef // the stacks of the stack sockets served, each pumped once per pass
 }
+
+type stackRef struct {
+	st   pumper
+	refs int
+}
+
+// stackSocket is implemented by the sockets of a user-space stack
+// (afxdp, efvi): Pumper is their stack, which one call polls for all of
+// them, and Pending says whether that queued anything for the socket.
+type stackSocket interface {
+	Pending() bool
+	Pumper() interface{ Pump() int }
+}
+
+type pumper = interface{ Pump() int }
 
 type pollConn struct {
 	c     PacketConn
+	sock  stackSocket // a user-space stack's socket: read only when Pending after a Pump
 	id    int
 	fd    int
 	exact bool // fd is readable exactly while c has a datagram
@@ -105,6 +123,7 @@ func (p *Poller) Add(c PacketConn) (int, error) {
 	if pc.exact {
 		p.exact++
 	}
+	p.addStack(&pc)
 	p.ids++
 	p.conns = append(p.conns, pc)
 	return pc.id, nil
@@ -126,11 +145,42 @@ func (p *Poller) Remove(c PacketConn) error {
 	if pc.fd < 0 {
 		p.noFD--
 	}
+	if pc.sock != nil {
+		p.dropStack(pc.sock.Pumper())
+	}
 	p.conns = slices.Delete(p.conns, i, i+1)
 	if p.next >= len(p.conns) {
 		p.next = 0
 	}
 	return nil
+}
+
+// addStack records the stack of a stack socket, so that a pass polls each
+// stack's device once however many of its sockets are served.
+func (p *Poller) addStack(pc *pollConn) {
+	s, ok := pc.c.(stackSocket)
+	if !ok {
+		return
+	}
+	pc.sock = s
+	for i := range p.stacks {
+		if p.stacks[i].st == s.Pumper() {
+			p.stacks[i].refs++
+			return
+		}
+	}
+	p.stacks = append(p.stacks, stackRef{st: s.Pumper(), refs: 1})
+}
+
+func (p *Poller) dropStack(st pumper) {
+	for i := range p.stacks {
+		if p.stacks[i].st == st {
+			if p.stacks[i].refs--; p.stacks[i].refs == 0 {
+				p.stacks = slices.Delete(p.stacks, i, i+1)
+			}
+			return
+		}
+	}
 }
 
 // sharedFD reports whether a connection other than the i-th waits on fd
@@ -214,6 +264,9 @@ func (p *Poller) pass(msgs []PollMessage, useEpoll bool) (int, error) {
 			return 0, fmt.Errorf("poller: %w", err)
 		}
 	}
+	for i := range p.stacks {
+		p.stacks[i].st.Pump()
+	}
 	got := 0
 	start := p.next
 	if p.next++; p.next >= n {
@@ -226,6 +279,9 @@ func (p *Poller) pass(msgs []PollMessage, useEpoll bool) (int, error) {
 		}
 		pc := &p.conns[j]
 		if pc.exact && (useEpoll || p.o.Wait == WaitBlock) && !pc.ready {
+			continue
+		}
+		if pc.sock != nil && !pc.sock.Pending() {
 			continue
 		}
 		room := min(p.o.Quota, len(msgs)-got)

@@ -19,7 +19,7 @@ import (
 // Backend is the "afxdp" backend.
 type Backend struct{}
 
-var _ backend.Backend = Backend{}
+var _ backend.StackBackend = Backend{}
 
 func (Backend) Name() string { return "afxdp" }
 

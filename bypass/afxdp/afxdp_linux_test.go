@@ -652,8 +652,23 @@ func TestPeerWithChecksumOffload(t *testing.T) {
 // a later write to push the rest, also when the batch is larger than the
 // TX ring and the free frames.
 func TestLargeBatchesLeave(t *testing.T) {
+	for _, x := range []backend.XDPOptions{
+		{NumFrames: 64, RingSize: 32},
+		// A ring much smaller than the TX half of the frames: in copy
+		// mode the kicks must reap completions as they go, or the kernel
+		// stalls on a full completion ring and the batch fails for
+		// datagrams it already queued.
+		{NumFrames: 512, RingSize: 32},
+	} {
+		t.Run(fmt.Sprintf("frames %d ring %d", x.NumFrames, x.RingSize), func(t *testing.T) {
+			largeBatch(t, x, 150)
+		})
+	}
+}
+
+func largeBatch(t *testing.T, x backend.XDPOptions, count int) {
 	p := newPair(t)
-	cli := listen(t, p.A, backend.Options{XDP: backend.XDPOptions{NumFrames: 64, RingSize: 32}})
+	cli := listen(t, p.A, backend.Options{XDP: x})
 	var sink *net.UDPConn
 	if err := p.B.Do(func() (err error) {
 		sink, err = net.ListenUDP("udp4", &net.UDPAddr{IP: p.B.Addr.AsSlice(), Port: port})
@@ -663,7 +678,7 @@ func TestLargeBatchesLeave(t *testing.T) {
 	}
 	defer sink.Close()
 	dst := netip.AddrPortFrom(p.B.Addr, port)
-	msgs := make([]backend.Message, 100)
+	msgs := make([]backend.Message, count)
 	for i := range msgs {
 		msgs[i] = backend.Message{Buf: fmt.Appendf(nil, "m%03d", i), Addr: dst}
 	}

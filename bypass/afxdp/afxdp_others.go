@@ -16,3 +16,7 @@ func (Backend) Name() string { return "afxdp" }
 func (Backend) ListenUDP(netip.AddrPort, backend.Options) (backend.PacketConn, error) {
 	return nil, backend.Unsupported("afxdp: AF_XDP sockets exist only on Linux")
 }
+
+func (Backend) OpenStack(backend.Options) (backend.Stack, error) {
+	return nil, backend.Unsupported("afxdp: AF_XDP sockets exist only on Linux")
+}

@@ -260,3 +260,49 @@ func TestFragmentsGoToTheKernel(t *testing.T) {
 		t.Fatalf("the bypass saw %d fragments", s.DropFragment)
 	}
 }
+
+// TestExplicitStackHandle: sockets opened through a stack handle and
+// through ListenUDP share the stack; the stack, and its XDP program, go
+// when the last handle and socket have.
+func TestExplicitStackHandle(t *testing.T) {
+	p := newPair(t)
+	var st bypass.Stack
+	var a, b bypass.PacketConn
+	err := p.B.Do(func() (err error) {
+		if st, err = bypass.OpenStack(bypass.Options{Backend: "afxdp", Interface: p.B.Link}); err != nil {
+			return err
+		}
+		if a, err = st.ListenUDP(netip.AddrPortFrom(p.B.Addr, port), bypass.Options{}); err != nil {
+			return err
+		}
+		b, err = bypass.ListenUDP(netip.AddrPortFrom(p.B.Addr, port+1), bypass.Options{Backend: "afxdp", Interface: p.B.Link})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.(*afxdp.Conn).Stack() != b.(*afxdp.Conn).Stack() {
+		t.Fatal("a handle's socket and a ListenUDP socket are on different stacks")
+	}
+	if st.Info().Backend != "afxdp" || st.Info().Interface != p.B.Link {
+		t.Fatalf("stack info %+v", st.Info())
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); !errors.Is(err, bypass.ErrClosed) {
+		t.Fatalf("second Close of a handle: %v", err)
+	}
+	done := echo(a)
+	pingPong(t, kernelUDP(t, p.A), netip.AddrPortFrom(p.B.Addr, port), 5)
+	a.Close()
+	<-done
+	if o := p.Exec(t, p.B, "ip", "link", "show", "dev", p.B.Link); !strings.Contains(o, "xdp") {
+		t.Fatal("the stack closed while a socket was open")
+	}
+	b.Close()
+	assertNoXDP(t, p, p.B)
+	if _, err := bypass.OpenStack(bypass.Options{Backend: "busypoll"}); !errors.Is(err, bypass.ErrNotSupported) {
+		t.Fatalf("OpenStack on busypoll: %v, want ErrNotSupported", err)
+	}
+}

@@ -10,7 +10,7 @@ import (
 // Backend is the "efvi" backend.
 type Backend struct{}
 
-var _ backend.Backend = Backend{}
+var _ backend.StackBackend = Backend{}
 
 // Name returns "efvi".
 func (Backend) Name() string { return "efvi" }

@@ -31,7 +31,8 @@ type Socket struct {
 	gate    gate.Pair // calls in flight; Close waits for them
 	timeout atomic.Int64
 
-	q queue // datagrams polled for this socket by others; under st.rxMu
+	q      queue        // datagrams polled for this socket by others; under st.rxMu
+	queued atomic.Int32 // q.len(), for lock-free looks
 
 	w waiter // block mode: sleep in ppoll, woken by arrivals and Close
 
@@ -180,14 +181,17 @@ func (st *Stack) removeFlow(s *Socket, dst netip.AddrPort) error {
 func (s *Socket) serve(msgs []backend.Message) int {
 	st := s.st
 	got := 0
-	for got < len(msgs) && s.q.len() > 0 {
-		m := &msgs[got]
-		n, full, from := s.q.pop(m.Buf)
-		if n < full {
-			s.trunc.Add(1)
+	if s.q.len() > 0 {
+		for got < len(msgs) && s.q.len() > 0 {
+			m := &msgs[got]
+			n, full, from := s.q.pop(m.Buf)
+			if n < full {
+				s.trunc.Add(1)
+			}
+			m.N, m.Addr = n, from
+			got++
 		}
-		m.N, m.Addr = n, from
-		got++
+		s.queued.Store(int32(s.q.len()))
 	}
 	if got == len(msgs) {
 		return got
@@ -209,19 +213,53 @@ func (s *Socket) serve(msgs []backend.Message) int {
 			got++
 			continue
 		}
-		if !owner.q.push(p, st.pkt.Src) {
-			owner.qdrop.Add(1)
-			continue
-		}
-		if owner != s {
-			owner.w.notify()
-		}
+		st.enqueue(owner, s)
 	}
 	if n > 0 {
 		st.d.Release(st.frames[:n])
 	}
 	return got
 }
+
+// enqueue puts the datagram in st.pkt on owner's queue, waking owner when
+// it sleeps and is not the caller (nil when the caller is no socket).
+// Called under st.rxMu.
+func (st *Stack) enqueue(owner, caller *Socket) {
+	if !owner.q.push(st.pkt.Payload, st.pkt.Src) {
+		owner.qdrop.Add(1)
+		return
+	}
+	owner.queued.Store(int32(owner.q.len()))
+	if owner != caller {
+		owner.w.notify()
+	}
+}
+
+// Pump polls the device once and queues every datagram on its socket; it
+// returns how many frames it took. A poller serving many sockets of one
+// stack pumps once per pass and then reads only the sockets that have
+// something queued (Pending), instead of polling the device per socket.
+func (st *Stack) Pump() int {
+	st.rxMu.Lock()
+	defer st.rxMu.Unlock()
+	n := st.d.Poll(st.frames)
+	for i := range n {
+		if owner := st.demux(st.frames[i].Data); owner != nil {
+			st.enqueue(owner, nil)
+		}
+	}
+	if n > 0 {
+		st.d.Release(st.frames[:n])
+	}
+	return n
+}
+
+// Pumper is the socket's stack, as a poller sees it.
+func (s *Socket) Pumper() interface{ Pump() int } { return s.st }
+
+// Pending reports, without a lock, whether datagrams wait in the socket's
+// queue.
+func (s *Socket) Pending() bool { return s.queued.Load() > 0 }
 
 // TryReadBatch returns the datagrams waiting for the socket without
 // waiting: one drain of its queue and one poll of the device.
