@@ -98,50 +98,42 @@ func roundTrips(b *testing.B, cli bypass.PacketConn, srv []bypass.PacketConn, po
 	go func() {
 		runtime.LockOSThread()
 		defer close(done)
+		// serve answers what one call receives; false ends the loop.
+		var serve func() bool
 		if !poll {
 			buf := make([]byte, 2048)
 			c := srv[0]
 			c.SetReadTimeout(10 * time.Millisecond)
-			for {
+			serve = func() bool {
 				n, from, err := c.ReadFrom(buf)
-				if errors.Is(err, bypass.ErrTimeout) {
-					select {
-					case <-quit:
-						return
-					default:
-						continue
-					}
+				if err == nil {
+					c.WriteTo(buf[:n], from)
 				}
-				if err != nil {
-					return
-				}
-				c.WriteTo(buf[:n], from)
+				return err == nil || errors.Is(err, bypass.ErrTimeout)
 			}
-		}
-		p, err := bypass.NewPoller(bypass.PollerOptions{})
-		if err != nil {
-			return
-		}
-		defer p.Close()
-		for _, c := range srv {
-			p.Add(c)
-		}
-		msgs := pollMsgs(16)
-		for {
-			n, err := p.Poll(msgs, 10*time.Millisecond)
-			if errors.Is(err, bypass.ErrTimeout) {
-				select {
-				case <-quit:
-					return
-				default:
-					continue
-				}
-			}
+		} else {
+			p, err := bypass.NewPoller(bypass.PollerOptions{})
 			if err != nil {
 				return
 			}
-			for _, m := range msgs[:n] {
-				m.Conn.WriteTo(m.Buf[:m.N], m.Addr)
+			defer p.Close()
+			for _, c := range srv {
+				p.Add(c)
+			}
+			msgs := pollMsgs(16)
+			serve = func() bool {
+				n, err := p.Poll(msgs, 10*time.Millisecond)
+				for _, m := range msgs[:n] {
+					m.Conn.WriteTo(m.Buf[:m.N], m.Addr)
+				}
+				return err == nil || errors.Is(err, bypass.ErrTimeout)
+			}
+		}
+		for serve() {
+			select {
+			case <-quit:
+				return
+			default:
 			}
 		}
 	}()

@@ -529,21 +529,7 @@ func TestSetupErrors(t *testing.T) {
 // with it.
 func TestKilledServerLeavesNoProgram(t *testing.T) {
 	p := newPair(t)
-	cmd := p.B.Command(os.Args[0], "-test.run=^TestHelperServer$")
-	cmd.Env = append(os.Environ(), "LOWLAT_HELPER_IFACE="+p.B.Link, "LOWLAT_HELPER_ADDR="+p.B.Addr.String())
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line := make([]byte, 64)
-	n, _ := out.Read(line)
-	if !strings.Contains(string(line[:n]), "ready") {
-		t.Fatalf("helper did not come up: %q", line[:n])
-	}
+	cmd := startHelperServer(t, p.B)
 	if o := p.Exec(t, p.B, "ip", "link", "show", "dev", p.B.Link); !strings.Contains(o, "xdp") {
 		t.Fatalf("no XDP program while the server runs:\n%s", o)
 	}
@@ -562,6 +548,28 @@ func TestKilledServerLeavesNoProgram(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// startHelperServer runs TestHelperServer in a child process inside ns and
+// waits until it serves; the child is killed at cleanup.
+func startHelperServer(t *testing.T, ns *testnet.NS) *exec.Cmd {
+	t.Helper()
+	cmd := ns.Command(os.Args[0], "-test.run=^TestHelperServer$")
+	cmd.Env = append(os.Environ(), "LOWLAT_HELPER_IFACE="+ns.Link, "LOWLAT_HELPER_ADDR="+ns.Addr.String())
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line := make([]byte, 64)
+	n, _ := out.Read(line)
+	if !strings.Contains(string(line[:n]), "ready") {
+		t.Fatalf("helper did not come up: %q", line[:n])
+	}
+	return cmd
 }
 
 // TestHelperServer is the child of TestKilledServerLeavesNoProgram.

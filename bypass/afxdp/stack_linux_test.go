@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -195,22 +194,8 @@ func TestManySocketsOnePoller(t *testing.T) {
 // the holder, and the holder goes on answering.
 func TestSecondProcessRefusedFirstUndisturbed(t *testing.T) {
 	p := newPair(t)
-	cmd := p.B.Command(os.Args[0], "-test.run=^TestHelperServer$")
-	cmd.Env = append(os.Environ(), "LOWLAT_HELPER_IFACE="+p.B.Link, "LOWLAT_HELPER_ADDR="+p.B.Addr.String())
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line := make([]byte, 64)
-	n, _ := out.Read(line)
-	if !strings.Contains(string(line[:n]), "ready") {
-		t.Fatalf("helper did not come up: %q", line[:n])
-	}
-	err = p.B.Do(func() error {
+	cmd := startHelperServer(t, p.B)
+	err := p.B.Do(func() error {
 		c, err := afxdp.Backend{}.ListenUDP(netip.AddrPortFrom(p.B.Addr, port+1), backend.Options{Interface: p.B.Link})
 		if err == nil {
 			c.Close()

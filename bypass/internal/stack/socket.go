@@ -44,11 +44,11 @@ type Socket struct {
 	undo   undo.Stack
 
 	// Reader-owned and writer-owned counters on cache lines of their own.
-	_                  [128]byte
-	rx, trunc, qdrop   atomic.Uint64
-	_                  [128]byte
-	tx, txFull, txErrs atomic.Uint64
-	_                  [128]byte
+	_                [128]byte
+	rx, trunc, qdrop atomic.Uint64
+	_                [128]byte
+	tx, txFull       atomic.Uint64
+	_                [128]byte
 }
 
 var (
