@@ -5,7 +5,6 @@ package efvi
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 
@@ -204,76 +203,4 @@ func open(ifc stack.Interface, o backend.Options) (_ *stack.Stack, err error) {
 		Backend: "efvi", Driver: drv, Iface: ifc, BufSize: bufSize, Batch: o.Batch(),
 		Info: backend.Info{Backend: "efvi", Interface: ifc.Name, Queue: -1, Notes: notes},
 	})
-}
-
-// pickInterface returns the named interface (or the one that owns a) and
-// the source address to use on it.
-func pickInterface(name string, a netip.Addr) (*net.Interface, netip.Addr, error) {
-	var ifi *net.Interface
-	if name != "" {
-		i, err := net.InterfaceByName(name)
-		if err != nil {
-			return nil, netip.Addr{}, fmt.Errorf("interface %q: %w", name, err)
-		}
-		ifi = i
-	} else {
-		if a.IsUnspecified() {
-			return nil, netip.Addr{}, backend.Unsupported("no interface named and the address %v is unspecified: name one with --iface", a)
-		}
-		ifs, err := net.Interfaces()
-		if err != nil {
-			return nil, netip.Addr{}, fmt.Errorf("list interfaces: %w", err)
-		}
-		for i := range ifs {
-			if v4, _ := firstIPv4(&ifs[i], a); v4 == a {
-				ifi = &ifs[i]
-				break
-			}
-		}
-		if ifi == nil {
-			return nil, netip.Addr{}, backend.Unsupported("no interface owns %v: name one with --iface", a)
-		}
-	}
-	if ifi.Flags&net.FlagUp == 0 {
-		return nil, netip.Addr{}, fmt.Errorf("interface %s is down: bring it up with `ip link set dev %s up`", ifi.Name, ifi.Name)
-	}
-	if len(ifi.HardwareAddr) != 6 {
-		return nil, netip.Addr{}, backend.Unsupported("interface %s is not Ethernet", ifi.Name)
-	}
-	src, err := firstIPv4(ifi, a)
-	if err != nil {
-		return nil, netip.Addr{}, err
-	}
-	return ifi, src, nil
-}
-
-// firstIPv4 returns want when ifi has it, else ifi's first IPv4 address
-// when want is unspecified.
-func firstIPv4(ifi *net.Interface, want netip.Addr) (netip.Addr, error) {
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("addresses of %s: %w", ifi.Name, err)
-	}
-	var first netip.Addr
-	for _, ad := range addrs {
-		ipn, ok := ad.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(ipn.IP)
-		if !ok || !ip.Unmap().Is4() {
-			continue
-		}
-		ip = ip.Unmap()
-		if ip == want {
-			return ip, nil
-		}
-		if !first.IsValid() {
-			first = ip
-		}
-	}
-	if want.IsUnspecified() && first.IsValid() {
-		return first, nil
-	}
-	return netip.Addr{}, fmt.Errorf("interface %s has no IPv4 address %v", ifi.Name, want)
 }
