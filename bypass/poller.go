@@ -75,9 +75,16 @@ type stackSocket interface {
 
 type pumper = interface{ Pump() int }
 
+// closer is implemented by connections that can say, without a system
+// call, that they were closed: a pass reads such a connection even when
+// nothing says it is ready, so that its ErrClosed surfaces (a closed
+// descriptor leaves the epoll set without a last event).
+type closer interface{ Closed() bool }
+
 type pollConn struct {
 	c     PacketConn
 	sock  stackSocket // a user-space stack's socket: read only when Pending after a Pump
+	shut  closer      // nil when the connection cannot say it was closed
 	id    int
 	fd    int
 	exact bool // fd is readable exactly while c has a datagram
@@ -124,6 +131,7 @@ func (p *Poller) Add(c PacketConn) (int, error) {
 		p.exact++
 	}
 	p.addStack(&pc)
+	pc.shut, _ = c.(closer)
 	p.ids++
 	p.conns = append(p.conns, pc)
 	return pc.id, nil
@@ -278,10 +286,9 @@ func (p *Poller) pass(msgs []PollMessage, useEpoll bool) (int, error) {
 			j -= n
 		}
 		pc := &p.conns[j]
-		if pc.exact && (useEpoll || p.o.Wait == WaitBlock) && !pc.ready {
-			continue
-		}
-		if pc.sock != nil && !pc.sock.Pending() {
+		idle := (pc.exact && (useEpoll || p.o.Wait == WaitBlock) && !pc.ready) ||
+			(pc.sock != nil && !pc.sock.Pending())
+		if idle && (pc.shut == nil || !pc.shut.Closed()) {
 			continue
 		}
 		room := min(p.o.Quota, len(msgs)-got)

@@ -253,3 +253,26 @@ func TestPollerNoAllocsKernel(t *testing.T) {
 		t.Fatalf("%v allocations per message", allocs)
 	}
 }
+
+// TestPollerSeesClosedWhileIdle: a connection closed while nothing says it
+// is ready (a blocking poller over kernel sockets, whose descriptor leaves
+// epoll on close; a stack socket with nothing queued) still ends Poll with
+// ErrClosed instead of leaving it asleep or blind.
+func TestPollerSeesClosedWhileIdle(t *testing.T) {
+	t.Run("blocking, kernel", func(t *testing.T) {
+		cs := kernelConns(t, "kernel", 2, bypass.WaitBlock)
+		p := newPoller(t, bypass.PollerOptions{Wait: bypass.WaitBlock}, cs...)
+		cs[1].Close()
+		if _, err := p.Poll(pollMsgs(1), 0); !errors.Is(err, bypass.ErrClosed) {
+			t.Fatalf("Poll: %v, want ErrClosed", err)
+		}
+	})
+	t.Run("spinning, stack", func(t *testing.T) {
+		_, ss := memStack(t, 2)
+		p := newPoller(t, bypass.PollerOptions{}, ss[0], ss[1])
+		ss[0].Close()
+		if _, err := p.Poll(pollMsgs(1), 0); !errors.Is(err, bypass.ErrClosed) {
+			t.Fatalf("Poll: %v, want ErrClosed", err)
+		}
+	})
+}

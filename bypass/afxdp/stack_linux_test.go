@@ -23,6 +23,11 @@ import (
 // pollEcho serves every connection of p from one goroutine until stop is
 // closed, answering each datagram on the connection it came in on.
 func pollEcho(t *testing.T, p *bypass.Poller) (stop func()) {
+	return pollEchoEvery(t, p, 10*time.Millisecond)
+}
+
+// pollEchoEvery is pollEcho with each Poll waiting up to wait.
+func pollEchoEvery(t *testing.T, p *bypass.Poller, wait time.Duration) (stop func()) {
 	t.Helper()
 	quit := make(chan struct{})
 	done := make(chan error, 1)
@@ -38,7 +43,7 @@ func pollEcho(t *testing.T, p *bypass.Poller) (stop func()) {
 				return
 			default:
 			}
-			n, err := p.Poll(msgs, 10*time.Millisecond)
+			n, err := p.Poll(msgs, wait)
 			if errors.Is(err, bypass.ErrTimeout) {
 				continue
 			}
@@ -289,5 +294,49 @@ func TestExplicitStackHandle(t *testing.T) {
 	assertNoXDP(t, p, p.B)
 	if _, err := bypass.OpenStack(bypass.Options{Backend: "busypoll"}); !errors.Is(err, bypass.ErrNotSupported) {
 		t.Fatalf("OpenStack on busypoll: %v, want ErrNotSupported", err)
+	}
+}
+
+// TestBlockingPoller: a poller that sleeps in epoll on the stack's AF_XDP
+// socket wakes for each datagram, on whichever socket of the stack.
+func TestBlockingPoller(t *testing.T) {
+	p := newPair(t)
+	poller, err := bypass.NewPoller(bypass.PollerOptions{Wait: bypass.WaitBlock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer poller.Close()
+	for i := range 2 {
+		var c backend.PacketConn
+		if err := p.B.Do(func() (err error) {
+			c, err = afxdp.Backend{}.ListenUDP(netip.AddrPortFrom(p.B.Addr, uint16(port+i)), backend.Options{Interface: p.B.Link})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := poller.Add(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each Poll may sleep far longer than the client waits for an echo:
+	// only a wake-up by the arriving frame answers in time.
+	stop := pollEchoEvery(t, poller, time.Minute)
+	cli := kernelUDP(t, p.A)
+	for range 3 {
+		for i := range 2 {
+			time.Sleep(5 * time.Millisecond) // let the poller fall asleep
+			pingPong(t, cli, netip.AddrPortFrom(p.B.Addr, uint16(port+i)), 1)
+		}
+	}
+	done := make(chan struct{})
+	go func() { stop(); close(done) }()
+	for { // wake the poller so that it sees stop
+		cli.WriteToUDPAddrPort([]byte("bye"), netip.AddrPortFrom(p.B.Addr, port))
+		select {
+		case <-done:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }

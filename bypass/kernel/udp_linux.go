@@ -259,6 +259,9 @@ func (c *UDPConn) TryReadBatch(msgs []backend.Message) (int, error) {
 	return c.finishRecv(msgs, int(r))
 }
 
+// Closed reports whether Close has been called.
+func (c *UDPConn) Closed() bool { return c.gate.Closed() }
+
 // ReadyFD returns the socket: it polls readable exactly while a datagram
 // is queued.
 func (c *UDPConn) ReadyFD() (int, bool) { return c.fd, true }

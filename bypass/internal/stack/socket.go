@@ -592,6 +592,9 @@ func (s *Socket) leave(group netip.Addr) error {
 	return errors.Join(err, s.res.Leave(group))
 }
 
+// Closed reports whether Close has been called.
+func (s *Socket) Closed() bool { return s.gate.Closed() }
+
 // LocalAddr is the bound address, with the port chosen for port 0.
 func (s *Socket) LocalAddr() netip.AddrPort { return s.laddr }
 
@@ -601,11 +604,12 @@ func (s *Socket) Info() backend.Info { return s.info }
 // Stack is the stack the socket is on.
 func (s *Socket) Stack() *Stack { return s.st }
 
-// ReadyFD returns the descriptor a poller may sleep on: the socket's wake
-// descriptor in block mode, -1 when it spins. It is never exact: another
-// socket's poll may queue datagrams for this one.
+// ReadyFD returns the descriptor a blocking poller may sleep on: the
+// stack's device descriptor (an AF_XDP socket), or -1 when the driver has
+// none or several (a stack over several queues). It is never exact:
+// another socket's poll may have queued datagrams for this one.
 func (s *Socket) ReadyFD() (int, bool) {
-	if s.spin || len(s.st.waitFDs) != 1 {
+	if len(s.st.waitFDs) != 1 {
 		return -1, false
 	}
 	return s.st.waitFDs[0], false
