@@ -102,3 +102,17 @@ func (t *netTransport) Recv(p []byte) (int, error) {
 }
 
 func (t *netTransport) SetReadTimeout(d time.Duration) error { t.d = d; return nil }
+
+// BenchmarkRoundTripPoller is the round trip to an echo server that serves
+// two connections through one bypass.Poller (EchoServer.ServePoller), on
+// blocking kernel sockets; 0 allocs/op covers the server too.
+func BenchmarkRoundTripPoller(b *testing.B) {
+	o := bypass.Options{Backend: "kernel"}
+	conns, _ := servePoller(b, &latency.EchoServer{}, o, 2, false)
+	client, err := bypass.ListenUDP(latencytest.Loopback, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	latencytest.BenchTransport(b, latency.PacketTransport(client, conns[1].LocalAddr()))
+}

@@ -119,6 +119,7 @@ type Client struct {
 
 	req, resp []byte
 	seq       uint64
+	sent      int64 // when the request seq was sent
 	seen      [seenWindow / 64]uint64
 	lostRun   int
 	now       int64
@@ -206,19 +207,10 @@ func (c *Client) Run(ctx context.Context) (*Result, error) {
 			return c.result(c.clk.Now(), c.clk.Now()), fmt.Errorf("warm-up: %w", c.explain(err))
 		}
 	}
-	c.ctr = Counters{Warmup: c.ctr.Received}
-
-	start := c.clk.Now()
-	c.now = start
-	c.ivlStart = start
-	count := uint64(c.cfg.Count)
-	dur := int64(c.cfg.Duration)
+	start := c.startMeasuring()
 	var err error
 	for i := uint64(0); ; i++ {
-		if count > 0 && c.ctr.Sent >= count {
-			break
-		}
-		if dur > 0 && c.now-start >= dur {
+		if c.measured(start) {
 			break
 		}
 		if i&63 == 0 && stopped() {
@@ -230,7 +222,32 @@ func (c *Client) Run(ctx context.Context) (*Result, error) {
 			break
 		}
 	}
-	end := c.clk.Now()
+	return c.finish(start, c.clk.Now(), err)
+}
+
+// startMeasuring ends the warm-up: the counters start again from zero
+// (keeping the number of warm-up round trips) and so do the intervals.
+// It returns the start of the measured phase.
+func (c *Client) startMeasuring() int64 {
+	c.ctr = Counters{Warmup: c.ctr.Received}
+	start := c.clk.Now()
+	c.now = start
+	c.ivlStart = start
+	return start
+}
+
+// measured reports whether the measured phase that began at start is
+// over: Config.Count requests sent, or Config.Duration passed.
+func (c *Client) measured(start int64) bool {
+	count := uint64(c.cfg.Count)
+	dur := int64(c.cfg.Duration)
+	return count > 0 && c.ctr.Sent >= count || dur > 0 && c.now-start >= dur
+}
+
+// finish closes the measured phase that ran from start to end: it hands
+// the last intervals to the sink and returns the result, with err or the
+// sink's error.
+func (c *Client) finish(start, end int64, err error) (*Result, error) {
 	if c.ivl != nil {
 		if e := c.flushIntervals(end, true); e != nil && err == nil {
 			err = e
@@ -269,57 +286,32 @@ func (c *Client) Histogram() *hdrhistogram.Histogram { return c.hist }
 // receiving fails. It allocates nothing.
 func (c *Client) RoundTrip() (time.Duration, error) {
 	rtt, err := c.roundTrip(true)
-	if c.ivl != nil && c.now-c.ivlStart >= c.ivlLen {
-		if e := c.flushIntervals(c.now, false); e != nil && err == nil {
-			err = e
-		}
+	if e := c.flushDue(); e != nil && err == nil {
+		err = e
 	}
 	return time.Duration(rtt), err
 }
 
-func (c *Client) roundTrip(measure bool) (int64, error) {
-	c.seq++
-	seq := c.seq
-	c.seen[seq/64%uint64(len(c.seen))] &^= 1 << (seq % 64)
+// flushDue hands the intervals that ended by c.now to the sink.
+func (c *Client) flushDue() error {
+	if c.ivl != nil && c.now-c.ivlStart >= c.ivlLen {
+		return c.flushIntervals(c.now, false)
+	}
+	return nil
+}
 
-	sent := c.clk.Now()
-	c.wire.PutRequest(c.req, seq, sent)
-	if err := c.tr.Send(c.req); err != nil {
-		c.now = c.clk.Now()
+func (c *Client) roundTrip(measure bool) (int64, error) {
+	if err := c.send(); err != nil {
 		return 0, err
 	}
-	c.ctr.Sent++
 	for {
 		n, err := c.tr.Recv(c.resp)
 		now := c.clk.Now()
 		c.now = now
 		timedOut := false
 		if err == nil {
-			rseq, _, perr := c.wire.ParseReply(c.resp[:n])
-			switch {
-			case perr != nil || n != len(c.req):
-				c.ctr.Malformed++
-			case rseq == seq:
-				c.markSeen(rseq)
-				c.ctr.Received++
-				c.lostRun = 0
-				rtt := now - sent
-				if measure {
-					record(c.hist, rtt)
-					if c.ivl != nil {
-						record(c.ivl, rtt)
-					}
-				}
+			if rtt, ok := c.take(c.resp[:n], now, measure); ok {
 				return rtt, nil
-			case rseq > seq || rseq == 0:
-				c.ctr.Foreign++
-			case seq-rseq >= seenWindow:
-				c.ctr.OutOfOrder++ // too old to tell apart from a duplicate
-			case c.isSeen(rseq):
-				c.ctr.Duplicates++
-			default:
-				c.markSeen(rseq)
-				c.ctr.OutOfOrder++
 			}
 		} else {
 			switch {
@@ -335,15 +327,74 @@ func (c *Client) roundTrip(measure bool) (int64, error) {
 		}
 		// A stream of unrelated messages must not keep us waiting past
 		// the timeout either: check the clock after every message.
-		if timedOut || now-sent >= c.timeout {
-			c.ctr.Lost++
-			c.lostRun++
-			if c.lostRun >= c.cfg.MaxLostInARow {
-				return 0, ErrNoReply
-			}
-			return 0, ErrLost
+		if timedOut || c.overdue(now) {
+			return 0, c.lose()
 		}
 	}
+}
+
+// send starts a round trip: the next request, stamped and sent.
+func (c *Client) send() error {
+	c.seq++
+	seq := c.seq
+	c.seen[seq/64%uint64(len(c.seen))] &^= 1 << (seq % 64)
+
+	c.sent = c.clk.Now()
+	c.wire.PutRequest(c.req, seq, c.sent)
+	if err := c.tr.Send(c.req); err != nil {
+		c.now = c.clk.Now()
+		return err
+	}
+	c.ctr.Sent++
+	return nil
+}
+
+// take counts msg, received at now while request c.seq is in flight, and
+// reports whether it is that request's reply; its round trip is then
+// recorded when measure is set, and returned.
+func (c *Client) take(msg []byte, now int64, measure bool) (int64, bool) {
+	seq := c.seq
+	rseq, _, perr := c.wire.ParseReply(msg)
+	switch {
+	case perr != nil || len(msg) != len(c.req):
+		c.ctr.Malformed++
+	case rseq == seq:
+		c.markSeen(rseq)
+		c.ctr.Received++
+		c.lostRun = 0
+		rtt := now - c.sent
+		if measure {
+			record(c.hist, rtt)
+			if c.ivl != nil {
+				record(c.ivl, rtt)
+			}
+		}
+		return rtt, true
+	case rseq > seq || rseq == 0:
+		c.ctr.Foreign++
+	case seq-rseq >= seenWindow:
+		c.ctr.OutOfOrder++ // too old to tell apart from a duplicate
+	case c.isSeen(rseq):
+		c.ctr.Duplicates++
+	default:
+		c.markSeen(rseq)
+		c.ctr.OutOfOrder++
+	}
+	return 0, false
+}
+
+// overdue reports whether the reply to the request in flight is late at now.
+func (c *Client) overdue(now int64) bool { return now-c.sent >= c.timeout }
+
+// lose counts the request in flight lost: ErrLost, or ErrNoReply after
+// Config.MaxLostInARow in a row.
+func (c *Client) lose() error {
+	c.ctr.Lost++
+	c.lostRun++
+	if c.lostRun >= c.cfg.MaxLostInARow {
+		return ErrNoReply
+	}
+	return ErrLost
 }
 
 func (c *Client) markSeen(seq uint64) { c.seen[seq/64%uint64(len(c.seen))] |= 1 << (seq % 64) }

@@ -1,9 +1,11 @@
 package latency
 
 import (
+	"context"
 	"errors"
 	"io"
 	"sync/atomic"
+	"time"
 
 	"github.com/lowlat/lowlat/bypass"
 )
@@ -103,7 +105,8 @@ func (s *EchoServer) countGarbage(err error) {
 }
 
 // ServePacket answers every request that arrives on c, from whoever sent
-// it, until c is closed; then it returns nil. Garbage is counted and
+// it, until c is closed; then it returns nil. (ServePoller serves several
+// connections from one goroutine.) Garbage is counted and
 // dropped. It returns early only when reading fails for another reason.
 // It allocates one buffer, one byte longer than the largest message so an
 // oversized datagram is seen as such, and nothing per message.
@@ -134,6 +137,74 @@ func (s *EchoServer) ServePacket(c bypass.PacketConn) error {
 			continue
 		}
 		s.echoed.Add(1)
+	}
+}
+
+// pollBatch is how many datagrams ServePoller takes from one Poll.
+const pollBatch = 16
+
+// pollTick bounds how long ServePoller waits in one Poll, so that it sees
+// its context end even when no datagram comes.
+const pollTick = 100 * time.Millisecond
+
+// ServePoller answers every request that arrives on any connection p
+// serves, from whoever sent it, through the connection it came on, all
+// from the calling goroutine. It returns nil once ctx is done or a
+// connection is closed, and early only when polling fails for another
+// reason. It does not close p or its connections: stop it by ending ctx
+// (it looks at ctx at least every 100 ms) or by closing a connection.
+// Garbage is counted and dropped as by ServePacket. It
+// allocates one buffer per message of a batch, each one byte longer than
+// the largest message, and nothing per message.
+func (s *EchoServer) ServePoller(ctx context.Context, p *bypass.Poller) error {
+	w := s.wire()
+	limit := w.MaxSize()
+	msgs := make([]bypass.PollMessage, pollBatch)
+	for i := range msgs {
+		msgs[i].Buf = make([]byte, limit+1)
+	}
+	done := ctx.Done()
+	stopped := func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}
+	for i := uint64(0); ; i++ {
+		if i&63 == 0 && stopped() {
+			return nil
+		}
+		// A failing connection may leave datagrams already taken from the
+		// others: answer those first.
+		n, err := p.Poll(msgs, pollTick)
+		for j := range n {
+			m := &msgs[j]
+			reply := s.answer(w, m.Buf[:m.N], limit)
+			if reply == nil {
+				continue
+			}
+			if _, err := m.Conn.WriteTo(reply, m.Addr); err != nil {
+				if errors.Is(err, bypass.ErrClosed) {
+					return nil
+				}
+				s.sendErrors.Add(1)
+				continue
+			}
+			s.echoed.Add(1)
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, bypass.ErrTimeout):
+			if stopped() {
+				return nil
+			}
+		case errors.Is(err, bypass.ErrClosed):
+			return nil
+		default:
+			return err
+		}
 	}
 }
 

@@ -70,20 +70,11 @@ func (c *Client) RunAtRate(ctx context.Context, mps int) (*PacedResult, error) {
 			return pr, fmt.Errorf("warm-up: %w", c.explain(err))
 		}
 	}
-	c.ctr = Counters{Warmup: c.ctr.Received}
-
-	start := c.clk.Now()
-	c.now = start
-	c.ivlStart = start
-	count := uint64(c.cfg.Count)
-	dur := int64(c.cfg.Duration)
+	start := c.startMeasuring()
 	next := start
 	var err error
 	for i := uint64(0); ; i++ {
-		if count > 0 && c.ctr.Sent >= count {
-			break
-		}
-		if dur > 0 && c.now-start >= dur {
+		if c.measured(start) {
 			break
 		}
 		if i&63 == 0 && stopped() {
@@ -116,13 +107,7 @@ func (c *Client) RunAtRate(ctx context.Context, mps int) (*PacedResult, error) {
 			next += missed * interval
 		}
 	}
-	end := c.clk.Now()
-	if c.ivl != nil {
-		if e := c.flushIntervals(end, true); e != nil && err == nil {
-			err = e
-		}
-	}
-	pr.Result = c.result(start, end)
+	pr.Result, err = c.finish(start, c.clk.Now(), err)
 	return pr, err
 }
 

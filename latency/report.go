@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"text/tabwriter"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -65,7 +66,11 @@ var Columns = []string{"min", "mean", "stddev", "p50", "p90", "p99", "p99.9", "p
 //
 //	{"tool":"latprobe","backend":"busypoll","proto":"udp","size":64,
 //	 "samples":N,"sent":N,"lost":N,"rtt_ns":{"min":..,"mean":..,...}}
+//
+// and, first, "peer":"HOST:PORT" when Peer is set (a client that measured
+// several peers).
 type Report struct {
+	Peer    string  `json:"peer,omitempty"`
 	Tool    string  `json:"tool"`
 	Backend string  `json:"backend"`
 	Proto   string  `json:"proto"`
@@ -107,14 +112,23 @@ func WriteJSON(w io.Writer, reports ...Report) error {
 
 // WriteTable writes the reports as a table of round-trip times in
 // microseconds, one row per report, followed by each report's counters.
+// When a report names its peer, the table starts with a peer column and
+// each counters line with the peer.
 func WriteTable(w io.Writer, reports ...Report) error {
+	peers := slices.ContainsFunc(reports, func(r Report) bool { return r.Peer != "" })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if peers {
+		fmt.Fprint(tw, "peer\t")
+	}
 	fmt.Fprint(tw, "proto\tbackend\tsize\tsamples\tlost\t")
 	for _, c := range Columns {
 		fmt.Fprintf(tw, "%s\t", c)
 	}
 	fmt.Fprintln(tw)
 	for _, r := range reports {
+		if peers {
+			fmt.Fprintf(tw, "%s\t", r.Peer)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t", r.Proto, r.Backend, r.Size, r.Samples, r.Lost)
 		for _, v := range r.RTT.Values() {
 			fmt.Fprintf(tw, "%.2f\t", float64(v)/1e3)
@@ -127,6 +141,11 @@ func WriteTable(w io.Writer, reports ...Report) error {
 	fmt.Fprintln(w, "round trip in µs")
 	for _, r := range reports {
 		c := r.Counters
+		if r.Peer != "" {
+			if _, err := fmt.Fprintf(w, "%s ", r.Peer); err != nil {
+				return err
+			}
+		}
 		if _, err := fmt.Fprintf(w, "%s %d B: sent %d, received %d, lost %d, duplicates %d, out of order %d, foreign %d, malformed %d, warm-up %d\n",
 			r.Proto, r.Size, c.Sent, c.Received, c.Lost, c.Duplicates, c.OutOfOrder, c.Foreign, c.Malformed, c.Warmup); err != nil {
 			return err

@@ -228,3 +228,36 @@ func TestHlogReadBack(t *testing.T) {
 		t.Fatalf("read %d intervals with %d values, want 3 with %d", n, got, total)
 	}
 }
+
+// TestPeerReport: a report that names its peer gains the "peer" key in
+// JSON, and a peer column and prefix in the table; one that does not keeps
+// the fixed keys (TestJSONKeys) and the table without the column.
+func TestPeerReport(t *testing.T) {
+	r := sampleReport()
+	r.Peer = "127.0.0.1:11111"
+	var buf bytes.Buffer
+	if err := WriteJSON(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["peer"] != "127.0.0.1:11111" || len(m) != 9 {
+		t.Fatalf("JSON %s: want the 8 keys and peer", buf.String())
+	}
+	buf.Reset()
+	if err := WriteTable(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	if out := buf.String(); !strings.HasPrefix(strings.TrimSpace(out), "peer") || !strings.Contains(out, "\n127.0.0.1:11111 udp 64 B: sent 1002") {
+		t.Fatalf("table:\n%s", out)
+	}
+	buf.Reset()
+	if err := WriteTable(&buf, sampleReport()); err != nil {
+		t.Fatal(err)
+	}
+	if out := buf.String(); strings.Contains(out, "peer") || !strings.Contains(out, "\nudp 64 B: sent 1002") {
+		t.Fatalf("table without peers:\n%s", out)
+	}
+}

@@ -21,6 +21,9 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	info := infoWriter(p.json, stdout, stderr)
+	if len(pl.peers) > 1 {
+		return clientPeers(ctx, pl, p.json, stdout, info)
+	}
 
 	var (
 		tr    latency.Transport
@@ -29,14 +32,7 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	)
 	switch pl.proto {
 	case "udp":
-		laddr := pl.addr
-		if !laddr.IsValid() {
-			any := netip.IPv4Unspecified()
-			if pl.peer.Addr().Is6() {
-				any = netip.IPv6Unspecified()
-			}
-			laddr = netip.AddrPortFrom(any, 0)
-		}
+		laddr := localAddr(pl.addr, pl.peer)
 		c, err := bypass.ListenUDP(laddr, pl.opts)
 		if err != nil {
 			return fmt.Errorf("cannot open udp on %v: %w", laddr, err)
@@ -60,6 +56,59 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 	reports, err := measure(ctx, tr, pl, cinfo.Backend, p.hlog)
 	if perr := printReports(stdout, reports, p.json); perr != nil && err == nil {
+		err = perr
+	}
+	if err != nil && interrupted(err) {
+		fmt.Fprintln(info, "interrupted: the table shows what was measured until then")
+		return nil
+	}
+	return err
+}
+
+// localAddr is where a client socket for peer binds: laddr, or the
+// unspecified address of peer's family when laddr is not set.
+func localAddr(laddr, peer netip.AddrPort) netip.AddrPort {
+	if laddr.IsValid() {
+		return laddr
+	}
+	any := netip.IPv4Unspecified()
+	if peer.Addr().Is6() {
+		any = netip.IPv6Unspecified()
+	}
+	return netip.AddrPortFrom(any, 0)
+}
+
+// clientPeers measures several peers over UDP from one thread: one socket
+// per peer, one request in flight per peer (latency.MultiClient), and one
+// report per peer and size, each naming its peer.
+func clientPeers(ctx context.Context, pl *plan, asJSON bool, stdout, info io.Writer) error {
+	peers := make([]latency.Peer, 0, len(pl.peers))
+	defer func() {
+		for _, p := range peers {
+			p.Conn.Close()
+		}
+	}()
+	spin := false
+	for i, peer := range pl.peers {
+		laddr := localAddr(pl.addrs[i], peer)
+		c, err := bypass.ListenUDP(laddr, pl.opts)
+		if err != nil {
+			return fmt.Errorf("cannot open udp on %v for peer %v: %w", laddr, peer, err)
+		}
+		peers = append(peers, latency.Peer{Conn: c, Addr: peer})
+		spin = spin || c.Info().Wait == bypass.WaitSpin
+	}
+	if spin {
+		quietRuntime()
+	}
+	fmt.Fprintf(info, "latprobe client: %s to %d peers from one thread, %s per size, warm-up %d\n", pl.proto, len(peers), span(pl), pl.cfg.Warmup)
+	for _, p := range peers {
+		fmt.Fprintln(info, describe(fmt.Sprintf("client to %v from", p.Addr), p.Conn.LocalAddr(), pl.cpu, p.Conn.Info()))
+	}
+	fmt.Fprintln(info, clockLine())
+
+	reports, err := measurePeers(ctx, peers, pl)
+	if perr := printReports(stdout, reports, asJSON); perr != nil && err == nil {
 		err = perr
 	}
 	if err != nil && interrupted(err) {

@@ -4,8 +4,8 @@ package main
 // and adds one line here.
 var commands = []command{
 	{"run", "echo server and client in one process on 127.0.0.1 (the default)", cmdRun},
-	{"server", "an echo server for latprobe client", cmdServer},
-	{"client", "measure round trips against a latprobe server (--peer HOST:PORT)", cmdClient},
+	{"server", "an echo server for latprobe client (--addr repeatable: several UDP addresses, one thread)", cmdServer},
+	{"client", "measure round trips against a latprobe server (--peer HOST:PORT, repeatable)", cmdClient},
 	{"doctor", "check this host for what spoils latency, and how to fix it", cmdDoctor},
 	{"spec", "print a Containerfile and run line, or a Kubernetes Pod, for latprobe", cmdSpec},
 	{"suite", "the same ping-pong on the host and in containers, side by side", cmdSuite},

@@ -2,8 +2,8 @@
 //
 //	latprobe                      same as latprobe run
 //	latprobe run [flags]          echo server and client in one process, on 127.0.0.1
-//	latprobe server [flags]       an echo server
-//	latprobe client --peer H:P    the measuring side, against a latprobe server
+//	latprobe server [flags]       an echo server; --addr again serves several addresses from one thread
+//	latprobe client --peer H:P    the measuring side, against a latprobe server; --peer again measures several
 //
 // Run "latprobe help" for the list of commands, and "latprobe CMD -h" for a
 // command's flags. A mistake on the command line prints one line naming the

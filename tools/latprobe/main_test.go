@@ -116,6 +116,16 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"client", "--peer", "127.0.0.1:9", "--proto", "tcp", "--addr", "127.0.0.1:0"}, "--addr"},
 		{[]string{"server", "--count", "3"}, "--count"},
 		{[]string{"server", "--addr", "localhost"}, "--addr"},
+		{[]string{"server", "--proto", "tcp", "--addr", "127.0.0.1:0", "--addr", "127.0.0.1:0"}, "--addr"},
+		{[]string{"server", "--proto", "tcp", "--addr", "127.0.0.1:1", "--addr", "127.0.0.1:2"}, "--addr"},
+		{[]string{"server", "--addr", "127.0.0.1:1", "--addr", "127.0.0.1:1"}, "--addr"},
+		{[]string{"server", "--addr", "127.0.0.1:1", "--addr", "nowhere"}, "--addr"},
+		{[]string{"client", "--peer", "127.0.0.1:9", "--peer", "127.0.0.1:10", "--proto", "tcp"}, "--peer"},
+		{[]string{"client", "--peer", "127.0.0.1:9", "--peer", "127.0.0.1:9"}, "--peer"},
+		{[]string{"client", "--peer", "127.0.0.1:9", "--peer", "127.0.0.1:10", "--mps", "100"}, "--mps"},
+		{[]string{"client", "--peer", "127.0.0.1:9", "--peer", "127.0.0.1:10", "--hlog", "x.hlog"}, "--hlog"},
+		{[]string{"client", "--peer", "127.0.0.1:9", "--peer", "127.0.0.1:10", "--addr", "127.0.0.1:5000"}, "--addr"},
+		{[]string{"client", "--peer", "127.0.0.1:9", "--peer", "127.0.0.1:10", "--addr", "127.0.0.1:0", "--addr", "127.0.0.1:0", "--addr", "127.0.0.1:0"}, "--addr"},
 		{[]string{"nosuchcommand"}, "nosuchcommand"},
 		{[]string{"doctor", "--iface", "a/b"}, "--iface"},
 		{[]string{"spec", "--cpuset", "2-"}, "--cpuset"},
@@ -164,6 +174,7 @@ func TestHelp(t *testing.T) {
 
 // report is latprobe's JSON line.
 type report struct {
+	Peer    string           `json:"peer"` // only with several --peer
 	Tool    string           `json:"tool"`
 	Backend string           `json:"backend"`
 	Proto   string           `json:"proto"`
@@ -275,10 +286,21 @@ func TestSizesAndHlog(t *testing.T) {
 
 var serverAddr = regexp.MustCompile(`latprobe server: (?:udp|tcp) (\d+\.\d+\.\d+\.\d+:\d+)`)
 
+var serverCounters = regexp.MustCompile(`(?m)^latprobe server: \S+ counters:( [a-z-]+ \d+)+$|^latprobe server: \S+ counters: none$`)
+
 // startServer starts latprobe server and returns its address; the server
 // is stopped with SIGINT in cleanup, and must exit 0 with its summary.
 func startServer(t *testing.T, wrap []string, args ...string) netip.AddrPort {
 	t.Helper()
+	return startServers(t, 1, wrap, args...)[0]
+}
+
+// startServers is startServer for a server that listens on n addresses
+// (n --addr flags in args). Over UDP, its summary must hold a line of
+// counters per address.
+func startServers(t *testing.T, n int, wrap []string, args ...string) []netip.AddrPort {
+	t.Helper()
+	udp := !slices.Contains(args, "tcp")
 	argv := append(append(wrap, binary, "server"), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = cleanEnv()
@@ -314,8 +336,12 @@ func startServer(t *testing.T, wrap []string, args ...string) netip.AddrPort {
 			if err != nil {
 				t.Errorf("server exited with %v: %s", err, errb.String())
 			}
-			if !strings.Contains(strings.Join(rest, "\n"), "echoed") {
+			summary := strings.Join(rest, "\n")
+			if !strings.Contains(summary, "echoed") {
 				t.Errorf("server did not print its summary: %q", rest)
+			}
+			if got := len(serverCounters.FindAllString(summary, -1)); udp && got != n {
+				t.Errorf("server printed %d lines of counters for %d addresses: %q", got, n, rest)
 			}
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
@@ -324,19 +350,21 @@ func startServer(t *testing.T, wrap []string, args ...string) netip.AddrPort {
 		}
 	})
 	timeout := time.After(20 * time.Second)
-	for {
+	var addrs []netip.AddrPort
+	for len(addrs) < n {
 		select {
 		case l, ok := <-lines:
 			if !ok {
 				t.Fatalf("server exited early: %s", errb.String())
 			}
 			if m := serverAddr.FindStringSubmatch(l); m != nil {
-				return netip.MustParseAddrPort(m[1])
+				addrs = append(addrs, netip.MustParseAddrPort(m[1]))
 			}
 		case <-timeout:
 			t.Fatal("server did not say where it listens within 20s")
 		}
 	}
+	return addrs
 }
 
 // TestServerClient runs latprobe server and latprobe client as separate
@@ -350,11 +378,69 @@ func TestServerClient(t *testing.T) {
 				if r.code != 0 {
 					t.Fatalf("client exit %d: %s", r.code, r.stderr)
 				}
-				if got := parseReports(t, r.stdout)[0]; got.Sent != 300 || got.Backend != be || got.Proto != proto {
+				if got := parseReports(t, r.stdout)[0]; got.Sent != 300 || got.Backend != be || got.Proto != proto || got.Peer != "" {
 					t.Fatalf("report %+v", got)
 				}
 			})
 		}
+	}
+}
+
+// TestServerTwoAddrs: a server with two --addr answers a client on each,
+// from one thread, and prints a line of counters per address at exit.
+func TestServerTwoAddrs(t *testing.T) {
+	for _, be := range []string{"kernel", "busypoll"} {
+		t.Run(be, func(t *testing.T) {
+			addrs := startServers(t, 2, nil, "--backend", be, "--addr", "127.0.0.1:0", "--addr", "127.0.0.1:0")
+			for _, a := range addrs {
+				r := runBinary(t, "client", "--peer", a.String(), "--backend", be, "--count", "300", "--warmup", "20", "--timeout", "5s", "--json")
+				if r.code != 0 {
+					t.Fatalf("client of %v: exit %d: %s", a, r.code, r.stderr)
+				}
+				if got := parseReports(t, r.stdout)[0]; got.Sent != 300 || got.Peer != "" {
+					t.Fatalf("client of %v: report %+v", a, got)
+				}
+			}
+		})
+	}
+}
+
+// TestClientTwoPeers: one client measures two servers from one thread and
+// reports each peer on its own, with the "peer" key in JSON and a peer
+// column in the table.
+func TestClientTwoPeers(t *testing.T) {
+	for _, be := range []string{"kernel", "busypoll"} {
+		t.Run(be, func(t *testing.T) {
+			a := startServer(t, nil, "--backend", be, "--addr", "127.0.0.1:0")
+			b := startServer(t, nil, "--backend", be, "--addr", "127.0.0.1:0")
+			r := runBinary(t, "client", "--peer", a.String(), "--peer", b.String(), "--backend", be,
+				"--sizes", "64,256", "--count", "300", "--warmup", "20", "--timeout", "5s", "--json")
+			if r.code != 0 {
+				t.Fatalf("client exit %d: %s", r.code, r.stderr)
+			}
+			rs := parseReports(t, r.stdout)
+			var got []string
+			for _, rep := range rs {
+				if rep.Sent != 300 || rep.Backend != be || rep.Proto != "udp" {
+					t.Errorf("report %+v", rep)
+				}
+				got = append(got, fmt.Sprintf("%s %d", rep.Peer, rep.Size))
+			}
+			want := []string{a.String() + " 64", b.String() + " 64", a.String() + " 256", b.String() + " 256"}
+			if !slices.Equal(got, want) {
+				t.Fatalf("reports for %q, want %q", got, want)
+			}
+			r = runBinary(t, "client", "--peer", a.String(), "--peer", b.String(), "--backend", be,
+				"--count", "100", "--warmup", "10", "--timeout", "5s")
+			if r.code != 0 {
+				t.Fatalf("client exit %d: %s", r.code, r.stderr)
+			}
+			for _, want := range []string{"peer", a.String() + " udp 64 B: sent 100,", b.String() + " udp 64 B: sent 100,"} {
+				if !strings.Contains(r.stdout, want) {
+					t.Errorf("table lacks %q:\n%s", want, r.stdout)
+				}
+			}
+		})
 	}
 }
 

@@ -92,6 +92,60 @@ func measure(ctx context.Context, tr latency.Transport, pl *plan, backendName, h
 	return o.reports, o.err
 }
 
+// measurePeers is measure for several peers at once, driven by one
+// latency.MultiClient per message size on one locked (and, with --cpu,
+// pinned) thread. It returns a report per size and peer, in the order of
+// the peers, each with its peer's address.
+func measurePeers(ctx context.Context, peers []latency.Peer, pl *plan) ([]latency.Report, error) {
+	type out struct {
+		reports []latency.Report
+		err     error
+	}
+	ch := make(chan out, 1)
+	go func() {
+		var o out
+		defer func() { ch <- o }()
+		unlock, err := lockThread(pl.cpu)
+		if err != nil {
+			o.err = fmt.Errorf("pin the measuring thread: %w", err)
+			return
+		}
+		defer unlock()
+		for _, size := range pl.sizes {
+			cfg := pl.cfg
+			cfg.Size = size
+			mc, err := latency.NewMultiClient(peers, cfg)
+			if err != nil {
+				o.err = err
+				return
+			}
+			results, err := mc.Run(ctx)
+			mc.Close()
+			for i, res := range results {
+				if res.Counters.Sent == 0 && err != nil {
+					continue
+				}
+				be := peers[i].Conn.Info().Backend
+				r := latency.NewReport(res, be, pl.proto)
+				r.Peer = peers[i].Addr.String()
+				o.reports = append(o.reports, r)
+				pl.addSeries(fmt.Sprintf("%s %s %s %dB", r.Peer, be, pl.proto, size), res.Hist)
+			}
+			if err != nil {
+				o.err = fmt.Errorf("%d-byte messages: %w", size, err)
+				return
+			}
+		}
+	}()
+	o := <-ch
+	if pl.plot != "" && len(pl.series) > 0 {
+		if err := writePlot(pl.plot, fmt.Sprintf("latprobe %s round trips", pl.proto), pl.series); err != nil && o.err == nil {
+			o.err = err
+		}
+	}
+	return o.reports, o.err
+}
+
 // interrupted reports whether err only says that the user stopped the run.
 func interrupted(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)

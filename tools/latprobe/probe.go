@@ -41,15 +41,16 @@ type probe struct {
 	role role
 	fs   *flag.FlagSet
 
-	backend, proto, addr, peer string
-	wait, iface, xdpMode       string
-	queue, cpu                 int
-	count, warmup, size        int
-	sizes, hlog                string
-	duration, timeout          time.Duration
-	json                       bool
-	wire, plot                 string // see field.go
-	mps                        int
+	backend, proto, addr string
+	addrs, peers         stringList // server --addr, client --addr and --peer: repeatable
+	wait, iface, xdpMode string
+	queue, cpu           int
+	count, warmup, size  int
+	sizes, hlog          string
+	duration, timeout    time.Duration
+	json                 bool
+	wire, plot           string // see field.go
+	mps                  int
 }
 
 // newProbe registers the flags of the given role on a new flag set.
@@ -65,7 +66,7 @@ func newProbe(name string, r role) *probe {
 	p.fieldFlags()
 	switch r {
 	case roleServer:
-		fs.StringVar(&p.addr, "addr", defaultServerAddr, "address to listen on")
+		fs.Var(&p.addrs, "addr", "`IP:PORT` to listen on (default "+defaultServerAddr+"); repeat it to serve several addresses from one thread through one poller (udp)")
 		fs.IntVar(&p.cpu, "cpu", -1, "pin the serving thread to this CPU; -1 leaves it unpinned")
 		fs.DurationVar(&p.duration, "duration", 0, "stop after this long (default: run until interrupted)")
 		return p
@@ -73,8 +74,8 @@ func newProbe(name string, r role) *probe {
 		fs.StringVar(&p.addr, "addr", defaultRunAddr, "address the echo server listens on; the client binds the same IP")
 		fs.IntVar(&p.cpu, "cpu", -1, "pin the measuring thread to this CPU; -1 picks the last CPU and gives the server another")
 	case roleClient:
-		fs.StringVar(&p.addr, "addr", "", "local UDP address to bind (default: any)")
-		fs.StringVar(&p.peer, "peer", "", "the server's HOST:PORT (required)")
+		fs.Var(&p.addrs, "addr", "local UDP `IP:PORT` to bind (default: any); with several --peer, once for all (port 0) or once per --peer, in order")
+		fs.Var(&p.peers, "peer", "the server's `HOST:PORT` (required); repeat it to measure several servers from one thread, one socket and one request in flight each (udp)")
 		fs.IntVar(&p.cpu, "cpu", -1, "pin the measuring thread to this CPU; -1 leaves it unpinned")
 	}
 	fs.IntVar(&p.count, "count", 0, "measure this many round trips (instead of --duration)")
@@ -103,8 +104,10 @@ func (p *probe) set(name string) bool {
 type plan struct {
 	opts    bypass.Options
 	proto   string
-	addr    netip.AddrPort // run, server: listen; client: local bind (may be invalid: any)
-	peer    netip.AddrPort // client
+	addr    netip.AddrPort   // run, server: listen; client: local bind (may be invalid: any)
+	peer    netip.AddrPort   // client
+	addrs   []netip.AddrPort // server: every --addr (addrs[0] is addr); client: local bind per peer (invalid: any)
+	peers   []netip.AddrPort // client: every --peer (peers[0] is peer)
 	sizes   []int
 	cfg     latency.Config // Size is set per size
 	cpu     int            // -1: not pinned
@@ -192,11 +195,24 @@ func (p *probe) validate() (*plan, error) {
 
 	switch p.role {
 	case roleServer:
-		a, err := netip.ParseAddrPort(p.addr)
-		if err != nil {
-			return nil, usagef("--addr %s: want IP:PORT (%v)", p.addr, err)
+		addrs := p.addrs
+		if len(addrs) == 0 {
+			addrs = stringList{defaultServerAddr}
 		}
-		pl.addr = a
+		for _, s := range addrs {
+			a, err := netip.ParseAddrPort(s)
+			if err != nil {
+				return nil, usagef("--addr %s: want IP:PORT (%v)", s, err)
+			}
+			if a.Port() != 0 && slices.Contains(pl.addrs, a) {
+				return nil, usagef("--addr %s: given twice", s)
+			}
+			pl.addrs = append(pl.addrs, a)
+		}
+		if len(pl.addrs) > 1 && p.proto == "tcp" {
+			return nil, usagef("--addr: given %d times; only --proto udp serves several addresses (from one thread through one poller)", len(pl.addrs))
+		}
+		pl.addr = pl.addrs[0]
 		if p.duration < 0 {
 			return nil, usagef("--duration %v: negative", p.duration)
 		}
@@ -215,23 +231,8 @@ func (p *probe) validate() (*plan, error) {
 			return nil, err
 		}
 	case roleClient:
-		if p.peer == "" {
-			return nil, usagef("--peer: required (the server's HOST:PORT)")
-		}
-		peer, err := resolve(p.peer, p.proto)
-		if err != nil {
-			return nil, usagef("--peer %s: %v", p.peer, err)
-		}
-		pl.peer = peer
-		if p.addr != "" {
-			if p.proto == "tcp" {
-				return nil, usagef("--addr: the TCP client cannot choose its local address")
-			}
-			a, err := netip.ParseAddrPort(p.addr)
-			if err != nil {
-				return nil, usagef("--addr %s: want IP:PORT (%v)", p.addr, err)
-			}
-			pl.addr = a
+		if err := p.validatePeers(pl); err != nil {
+			return nil, err
 		}
 	}
 
@@ -282,6 +283,66 @@ func (p *probe) validate() (*plan, error) {
 		return nil, usagef("--hlog: empty file name")
 	}
 	return pl, nil
+}
+
+// validatePeers checks the client's --peer and --addr flags into pl.
+func (p *probe) validatePeers(pl *plan) error {
+	if len(p.peers) == 0 {
+		return usagef("--peer: required (the server's HOST:PORT)")
+	}
+	for _, s := range p.peers {
+		peer, err := resolve(s, p.proto)
+		if err != nil {
+			return usagef("--peer %s: %v", s, err)
+		}
+		if slices.Contains(pl.peers, peer) {
+			return usagef("--peer %s: given twice", s)
+		}
+		pl.peers = append(pl.peers, peer)
+	}
+	pl.peer = pl.peers[0]
+	many := len(pl.peers) > 1
+	if many {
+		switch {
+		case p.proto == "tcp":
+			return usagef("--peer: given %d times; only --proto udp measures several peers", len(pl.peers))
+		case p.mps > 0:
+			return usagef("--mps: measures one --peer only (given %d)", len(pl.peers))
+		case p.hlog != "":
+			return usagef("--hlog: only with a single --peer (given %d)", len(pl.peers))
+		}
+	}
+	pl.addrs = make([]netip.AddrPort, len(pl.peers))
+	if len(p.addrs) == 0 {
+		return nil
+	}
+	if p.proto == "tcp" {
+		return usagef("--addr: the TCP client cannot choose its local address")
+	}
+	if len(p.addrs) != 1 && len(p.addrs) != len(pl.peers) {
+		return usagef("--addr: given %d times for %d --peer; give it once, or once per --peer", len(p.addrs), len(pl.peers))
+	}
+	for i, s := range p.addrs {
+		a, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return usagef("--addr %s: want IP:PORT (%v)", s, err)
+		}
+		if len(p.addrs) == 1 {
+			if many && a.Port() != 0 {
+				return usagef("--addr %s: one address for %d sockets needs port 0 (or give --addr once per --peer)", s, len(pl.peers))
+			}
+			for j := range pl.addrs {
+				pl.addrs[j] = a
+			}
+			break
+		}
+		if a.Port() != 0 && slices.Contains(pl.addrs[:i], a) {
+			return usagef("--addr %s: given twice", s)
+		}
+		pl.addrs[i] = a
+	}
+	pl.addr = pl.addrs[0]
+	return nil
 }
 
 // resolve turns HOST:PORT into an address, looking the host up if needed.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/lowlat/lowlat/bypass"
@@ -29,17 +30,63 @@ func cmdServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		defer cancel()
 	}
 	srv := &latency.EchoServer{Wire: pl.wire}
-	var listening bool
-	switch pl.proto {
-	case "udp":
-		listening, err = serveUDP(ctx, srv, pl, stdout)
-	case "tcp":
+	var (
+		listening bool
+		counters  []string
+	)
+	switch {
+	case pl.proto == "tcp":
 		listening, err = serveTCP(ctx, srv, pl, stdout, stderr)
+	case len(pl.addrs) > 1:
+		listening, counters, err = servePoller(ctx, srv, pl, stdout)
+	default:
+		listening, counters, err = serveUDP(ctx, srv, pl, stdout)
 	}
 	if listening {
 		fmt.Fprintf(stdout, "latprobe server: %s\n", echoSummary(srv.Stats()))
+		for _, l := range counters {
+			fmt.Fprintf(stdout, "latprobe server: %s\n", l)
+		}
 	}
 	return err
+}
+
+// connCounters renders the backend's counters of c on one line, non-zero
+// ones only: "127.0.0.1:11111 counters: rx 100 tx 100 wakeups 12".
+func connCounters(c bypass.PacketConn) string {
+	s := c.Stats()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v counters:", c.LocalAddr())
+	n := 0
+	for _, f := range []struct {
+		name string
+		v    uint64
+	}{
+		{"rx", s.RxPackets},
+		{"tx", s.TxPackets},
+		{"rx-trunc", s.RxTrunc},
+		{"drop-short", s.DropShort},
+		{"drop-fragment", s.DropFragment},
+		{"drop-ip-options", s.DropIPOptions},
+		{"drop-ip-checksum", s.DropIPChecksum},
+		{"drop-udp-checksum", s.DropUDPChecksum},
+		{"drop-not-ours", s.DropNotOurs},
+		{"drop-length", s.DropLength},
+		{"drop-queue-full", s.DropQueueFull},
+		{"kernel-dropped", s.KernelDropped},
+		{"fill-ring-empty", s.FillRingEmpty},
+		{"tx-ring-full", s.TxRingFull},
+		{"wakeups", s.Wakeups},
+	} {
+		if f.v != 0 {
+			fmt.Fprintf(&b, " %s %d", f.name, f.v)
+			n++
+		}
+	}
+	if n == 0 {
+		b.WriteString(" none")
+	}
+	return b.String()
 }
 
 // listenError says that the server could not listen on addr, and why. Auto
@@ -54,10 +101,12 @@ func listenError(proto string, addr netip.AddrPort, err error) error {
 	return fmt.Errorf("cannot listen on %s %v: %w", proto, addr, err)
 }
 
-func serveUDP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout io.Writer) (bool, error) {
+// serveUDP serves one address until ctx is done, and returns the line of
+// its connection's counters, read before it is closed.
+func serveUDP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout io.Writer) (bool, []string, error) {
 	c, err := bypass.ListenUDP(pl.addr, pl.opts)
 	if err != nil {
-		return false, listenError("udp", pl.addr, err)
+		return false, nil, listenError("udp", pl.addr, err)
 	}
 	fmt.Fprintln(stdout, describe("latprobe server: udp", c.LocalAddr(), pl.cpu, c.Info()))
 	done := make(chan error, 1)
@@ -72,12 +121,68 @@ func serveUDP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout io.
 	}()
 	select {
 	case <-ctx.Done():
+		counters := []string{connCounters(c)}
 		c.Close()
-		return true, <-done
+		return true, counters, <-done
 	case err := <-done:
+		counters := []string{connCounters(c)}
 		c.Close()
-		return true, err
+		return true, counters, err
 	}
+}
+
+// servePoller serves every --addr from one thread through one
+// bypass.Poller until ctx is done, and returns a line of counters per
+// connection, read once serving has stopped and before it is closed. The
+// Poller spins when any connection spins, and blocks otherwise.
+func servePoller(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout io.Writer) (bool, []string, error) {
+	var conns []bypass.PacketConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	po := bypass.PollerOptions{Wait: bypass.WaitBlock}
+	for _, a := range pl.addrs {
+		c, err := bypass.ListenUDP(a, pl.opts)
+		if err != nil {
+			return false, nil, listenError("udp", a, err)
+		}
+		conns = append(conns, c)
+		if c.Info().Wait == bypass.WaitSpin {
+			po.Wait = bypass.WaitSpin
+		}
+	}
+	p, err := bypass.NewPoller(po)
+	if err != nil {
+		return false, nil, err
+	}
+	defer p.Close()
+	for _, c := range conns {
+		if _, err := p.Add(c); err != nil {
+			return false, nil, err
+		}
+	}
+	for _, c := range conns {
+		fmt.Fprintln(stdout, describe("latprobe server: udp", c.LocalAddr(), pl.cpu, c.Info()))
+	}
+	fmt.Fprintf(stdout, "latprobe server: %d addresses served from one thread through one poller, wait %s\n", len(conns), po.Wait)
+	done := make(chan error, 1)
+	go func() {
+		unlock, err := lockThread(pl.cpu)
+		if err != nil {
+			done <- fmt.Errorf("pin the serving thread: %w", err)
+			return
+		}
+		defer unlock()
+		done <- srv.ServePoller(ctx, p)
+	}()
+	err = <-done
+	var counters []string
+	for _, c := range conns {
+		counters = append(counters, connCounters(c))
+	}
+	return true, counters, err
 }
 
 func serveTCP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout, stderr io.Writer) (bool, error) {
