@@ -32,6 +32,17 @@ const DefaultPollQuota = 16
 // below it, a non-blocking read each costs less than the epoll_wait.
 const epollAbove = 4
 
+// A spinning poller over many kernel sockets reads the recently active ones
+// ("hot": up to hotMax of them) directly on every pass and asks epoll
+// about the rest only every epollEvery passes, instead of paying an
+// epoll_wait and then a read for each datagram of a busy line. A hot socket
+// that stays empty for coolAfter passes goes back to epoll.
+const (
+	hotMax     = 4
+	epollEvery = 4
+	coolAfter  = 1024
+)
+
 // PollMessage is one datagram a Poller received, with the connection it
 // came from. Buf is the caller's, as in Message.
 type PollMessage struct {
@@ -54,6 +65,8 @@ type Poller struct {
 	next  int // where the next pass starts
 	exact int // connections epoll signals exactly
 	noFD  int // connections with no descriptor: a blocking poller cannot sleep
+	hotN  int // hot connections
+	pass_ uint32
 	scr   []backend.Message
 	ep    epoll
 
@@ -89,6 +102,8 @@ type pollConn struct {
 	fd    int
 	exact bool // fd is readable exactly while c has a datagram
 	ready bool // epoll said so since c was last read
+	hot   bool // read on every pass, epoll or not (spinning, many kernel sockets)
+	cold  int  // passes a hot connection has been empty
 }
 
 // NewPoller returns an empty Poller.
@@ -149,6 +164,9 @@ func (p *Poller) Remove(c PacketConn) error {
 	}
 	if pc.exact {
 		p.exact--
+	}
+	if pc.hot {
+		p.hotN--
 	}
 	if pc.fd < 0 {
 		p.noFD--
@@ -268,9 +286,12 @@ func (p *Poller) pass(msgs []PollMessage, useEpoll bool) (int, error) {
 		return 0, nil
 	}
 	if useEpoll {
-		if err := p.ep.wait(0, p.mark); err != nil {
-			return 0, fmt.Errorf("poller: %w", err)
+		if p.hotN == 0 || p.pass_%epollEvery == 0 {
+			if err := p.ep.wait(0, p.mark); err != nil {
+				return 0, fmt.Errorf("poller: %w", err)
+			}
 		}
+		p.pass_++
 	}
 	for i := range p.stacks {
 		p.stacks[i].st.Pump()
@@ -286,7 +307,7 @@ func (p *Poller) pass(msgs []PollMessage, useEpoll bool) (int, error) {
 			j -= n
 		}
 		pc := &p.conns[j]
-		idle := (pc.exact && (useEpoll || p.o.Wait == WaitBlock) && !pc.ready) ||
+		idle := (pc.exact && (useEpoll || p.o.Wait == WaitBlock) && !pc.ready && !pc.hot) ||
 			(pc.sock != nil && !pc.sock.Pending())
 		if idle && (pc.shut == nil || !pc.shut.Closed()) {
 			continue
@@ -297,6 +318,9 @@ func (p *Poller) pass(msgs []PollMessage, useEpoll bool) (int, error) {
 		}
 		k, err := pc.c.TryReadBatch(p.scr[:room])
 		pc.ready = false
+		if useEpoll && pc.exact {
+			p.heat(pc, k > 0)
+		}
 		if err != nil {
 			return got, fmt.Errorf("poller: connection %d (%v): %w", pc.id, pc.c.LocalAddr(), err)
 		}
@@ -311,6 +335,24 @@ func (p *Poller) pass(msgs []PollMessage, useEpoll bool) (int, error) {
 		got += k
 	}
 	return got, nil
+}
+
+// heat keeps a connection hot while it delivers and cools it after
+// coolAfter empty passes.
+func (p *Poller) heat(pc *pollConn, got bool) {
+	switch {
+	case got:
+		pc.cold = 0
+		if !pc.hot && p.hotN < hotMax {
+			pc.hot = true
+			p.hotN++
+		}
+	case pc.hot:
+		if pc.cold++; pc.cold > coolAfter {
+			pc.hot, pc.cold = false, 0
+			p.hotN--
+		}
+	}
 }
 
 // Close releases the poller's descriptors; it does not close the

@@ -158,9 +158,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // listenPair opens the server's and the client's UDP endpoints on one
 // backend. Auto picks, for both ends together, the fastest backend that
 // opens both, passing over the nicBackends (named in Info.Skipped, which
-// run prints): auto run alone could give the server afxdp and the client,
-// which cannot attach a second XDP program to the interface, another
-// backend that never reaches the server's queue.
+// run prints): on one interface both ends would share one user-space
+// stack, and what the client sends leaves through the NIC and never comes
+// back to the server's queue.
 func listenPair(addr netip.AddrPort, o bypass.Options) (sc, cc bypass.PacketConn, err error) {
 	client := netip.AddrPortFrom(addr.Addr(), 0)
 	if o.Backend != "" && o.Backend != "auto" {
