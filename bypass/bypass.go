@@ -16,18 +16,34 @@ import (
 // The types of the API are defined in package backend, which the backend
 // implementations import; they are re-exported here.
 type (
-	PacketConn     = backend.PacketConn
-	Stream         = backend.Stream
-	StreamListener = backend.StreamListener
-	Message        = backend.Message
-	Options        = backend.Options
-	XDPOptions     = backend.XDPOptions
-	WaitMode       = backend.WaitMode
-	Info           = backend.Info
-	Stats          = backend.Stats
-	Skip           = backend.Skip
-	Backend        = backend.Backend
-	Stack          = backend.Stack
+	PacketConn       = backend.PacketConn
+	Stream           = backend.Stream
+	StreamListener   = backend.StreamListener
+	Message          = backend.Message
+	Options          = backend.Options
+	XDPOptions       = backend.XDPOptions
+	WaitMode         = backend.WaitMode
+	Info             = backend.Info
+	Stats            = backend.Stats
+	Skip             = backend.Skip
+	Backend          = backend.Backend
+	Stack            = backend.Stack
+	Timestamp        = backend.Timestamp
+	StampClock       = backend.StampClock
+	TimestampMode    = backend.TimestampMode
+	MulticastOptions = backend.MulticastOptions
+	ReadyFD          = backend.ReadyFD
+)
+
+// Timestamp modes and clocks.
+const (
+	TimestampsOff      = backend.TimestampsOff
+	TimestampsSoftware = backend.TimestampsSoftware
+	TimestampsHardware = backend.TimestampsHardware
+	ClockNone          = backend.ClockNone
+	ClockKernel        = backend.ClockKernel
+	ClockNIC           = backend.ClockNIC
+	ClockUser          = backend.ClockUser
 )
 
 // Wait modes.
@@ -43,6 +59,7 @@ var (
 	ErrTimeout        = backend.ErrTimeout
 	ErrNotSupported   = backend.ErrNotSupported
 	ErrMessageTooLong = backend.ErrMessageTooLong
+	ErrRingFull       = backend.ErrRingFull
 )
 
 // backends lists every backend, fastest first; auto tries them in order.

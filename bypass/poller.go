@@ -326,7 +326,7 @@ func (p *Poller) pass(msgs []PollMessage, useEpoll bool) (int, error) {
 		}
 		for m := range k {
 			pm := &msgs[got+m]
-			pm.N, pm.Addr = p.scr[m].N, p.scr[m].Addr
+			pm.Message = p.scr[m] // the same Buf, with what the read filled in
 			pm.ID, pm.Conn = pc.id, pc.c
 		}
 		for m := range room {

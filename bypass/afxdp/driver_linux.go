@@ -170,7 +170,9 @@ func (d *driver) Stats(s *backend.Stats) {
 	s.Wakeups += d.rxWakeups.Load() + d.txWakeups.Load()
 	for _, x := range d.socks {
 		if k, err := x.statistics(); err == nil {
-			s.KernelDropped += k.Rx_dropped + k.Rx_ring_full + k.Rx_invalid_descs + k.Tx_invalid_descs
+			s.KernelDropped += k.Rx_dropped + k.Rx_ring_full
+			s.RxRingFull += k.Rx_ring_full
+			s.InvalidDescs += k.Rx_invalid_descs + k.Tx_invalid_descs
 			s.FillRingEmpty += k.Rx_fill_ring_empty_descs
 		}
 	}

@@ -89,6 +89,23 @@ type Options struct {
 	BusyPollBudget int
 	// RecvBuffer and SendBuffer set SO_RCVBUF and SO_SNDBUF when non-zero.
 	RecvBuffer, SendBuffer int
+	// Timestamps stamps every received datagram (Message.Stamp):
+	// TimestampsSoftware asks kernel sockets for the kernel's software
+	// stamp (SO_TIMESTAMPING) and user-space stacks for a clock read per
+	// polled batch; TimestampsHardware also asks kernel sockets for the
+	// NIC's stamp where the interface's hardware stamping is on (the
+	// software stamp otherwise). Off by default: stamps cost a little per
+	// message (docs/timestamps.md).
+	Timestamps TimestampMode
+	// ReuseAddr lets several sockets bind the same address and port
+	// (SO_REUSEADDR, kernel backends): each receiver of a multicast
+	// group's port gets its own copy of every datagram. (SO_REUSEPORT is
+	// not set: it spreads datagrams over the sockets instead, and on Linux
+	// a reuseport group's multicast copies stop when one member leaves.)
+	// A user-space stack's ports are its own and refuse it.
+	ReuseAddr bool
+	// Multicast tunes what the connection sends to multicast groups.
+	Multicast MulticastOptions
 
 	// Interface is the network interface for backends that bind one (afxdp,
 	// efvi). Empty means the interface that owns the local address.
@@ -103,6 +120,29 @@ type Options struct {
 	// passed over; a backend copies it into Info.Skipped. Callers leave it
 	// empty.
 	Skipped []Skip
+}
+
+// TimestampMode selects receive timestamps.
+type TimestampMode uint8
+
+// Timestamp modes.
+const (
+	TimestampsOff TimestampMode = iota
+	TimestampsSoftware
+	TimestampsHardware
+)
+
+// MulticastOptions tune sending to multicast groups (kernel backends:
+// IP_MULTICAST_IF, IP_MULTICAST_TTL, IP_MULTICAST_LOOP and their IPv6
+// kin). Zero values keep the kernel's defaults.
+type MulticastOptions struct {
+	// Interface sends multicast out of this interface; empty: the route's.
+	Interface string
+	// TTL is the hop limit of multicast datagrams; 0 keeps the default (1).
+	TTL int
+	// NoLoopback stops this host's own receivers from getting a copy of
+	// what the connection sends to a group.
+	NoLoopback bool
 }
 
 // XDPOptions tune the AF_XDP backend. Zero values select the defaults.
@@ -142,6 +182,12 @@ func (o *Options) Validate() error {
 	}
 	if o.ReadTimeout < 0 || o.WriteTimeout < 0 || o.DialTimeout < 0 {
 		return fmt.Errorf("timeouts must not be negative (read %v, write %v, dial %v)", o.ReadTimeout, o.WriteTimeout, o.DialTimeout)
+	}
+	if o.Timestamps > TimestampsHardware {
+		return fmt.Errorf("timestamp mode %d: out of range", o.Timestamps)
+	}
+	if o.Multicast.TTL < 0 || o.Multicast.TTL > 255 {
+		return fmt.Errorf("multicast TTL %d: want 0 (default) to 255", o.Multicast.TTL)
 	}
 	if o.BatchSize < 0 || o.BatchSize > MaxBatch {
 		return fmt.Errorf("batch size %d: want 1 to %d", o.BatchSize, MaxBatch)

@@ -10,13 +10,68 @@ import (
 )
 
 // Message is one datagram in a batch. On read, Buf is the caller's buffer;
-// the read sets N to the number of bytes received and Addr to the sender.
-// On write, Buf is sent as given (slice it to the payload) to Addr, and N is
+// the read sets N to the number of bytes received and Addr to the sender,
+// and, where the backend knows them, Dst, Trunc and Stamp. On write, Buf
+// is sent as given (slice it to the payload) to Addr; the other fields are
 // ignored: a zero-length Buf sends an empty datagram.
 type Message struct {
 	Buf  []byte
 	N    int
 	Addr netip.AddrPort
+	// Dst is the address the datagram was sent to: the local address, or
+	// the multicast group it came through. Invalid when the backend could
+	// not tell (a kernel socket's ReadFrom).
+	Dst netip.Addr
+	// Trunc is set when the datagram was longer than Buf and was cut.
+	Trunc bool
+	// Stamp is when the datagram arrived, with Options.Timestamps on.
+	Stamp Timestamp
+}
+
+// Timestamp is a point in time and the clock it was read from. Stamps of
+// different clocks do not compare.
+type Timestamp struct {
+	Ns    int64 // nanoseconds since the clock's epoch; 0 when there is no stamp
+	Clock StampClock
+}
+
+// IsZero reports whether there is no stamp.
+func (t Timestamp) IsZero() bool { return t.Clock == ClockNone }
+
+// StampClock says where a timestamp comes from.
+type StampClock uint8
+
+// The clocks of timestamps.
+const (
+	ClockNone StampClock = iota
+	// ClockKernel: the kernel's software stamp (SO_TIMESTAMPING), in
+	// CLOCK_REALTIME, taken as the packet entered the network stack.
+	ClockKernel
+	// ClockNIC: the NIC's hardware stamp, in its own clock (the PHC),
+	// taken as the frame crossed the wire.
+	ClockNIC
+	// ClockUser: CLOCK_REALTIME read in user space when a user-space stack
+	// took the frame off its receive ring (afxdp, efvi without hardware
+	// stamps): one read per polled batch.
+	ClockUser
+)
+
+var clockNames = [...]string{ClockNone: "none", ClockKernel: "kernel", ClockNIC: "nic", ClockUser: "user"}
+
+func (c StampClock) String() string {
+	if int(c) < len(clockNames) {
+		return clockNames[c]
+	}
+	return "unknown"
+}
+
+// Time returns the stamp as a time.Time (CLOCK_REALTIME stamps; a NIC
+// stamp converts as if its clock were synchronised to it).
+func (t Timestamp) Time() time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return time.Unix(0, t.Ns)
 }
 
 // PacketConn is a UDP endpoint bound to a local address.
@@ -39,9 +94,20 @@ type PacketConn interface {
 	// SetReadTimeout bounds how long one read waits; zero waits forever.
 	// A read that times out returns ErrTimeout.
 	SetReadTimeout(d time.Duration) error
-	// JoinGroup subscribes the connection to an IPv4 multicast group on its
-	// interface, both in the kernel (IGMP) and in the backend's steering.
+	// JoinGroup subscribes the connection to a multicast group on its
+	// interface (any source), both in the kernel (IGMP or MLD) and in the
+	// backend's steering. Joining a group twice is not an error.
 	JoinGroup(group netip.Addr) error
+	// JoinSourceGroup subscribes to what source sends to group only
+	// (source-specific multicast, IGMPv3 or MLDv2). Several sources may be
+	// joined for one group; a group joined with JoinGroup cannot also be
+	// joined for a source.
+	JoinSourceGroup(group, source netip.Addr) error
+	// LeaveGroup undoes JoinGroup; LeaveSourceGroup undoes
+	// JoinSourceGroup for one source. Datagrams for a group left stop
+	// reaching the connection.
+	LeaveGroup(group netip.Addr) error
+	LeaveSourceGroup(group, source netip.Addr) error
 	// LocalAddr is the bound address, with the port the kernel chose when
 	// the caller asked for port 0.
 	LocalAddr() netip.AddrPort
@@ -176,17 +242,27 @@ type Stats struct {
 	DropNotOurs     uint64 // wrong destination MAC, IP or port, or not UDP
 	DropLength      uint64 // IPv4 or UDP length disagrees with the frame
 	DropQueueFull   uint64 // userspace stacks: the socket's receive queue was full
+	DropRecvBuffer  uint64 // kernel sockets: the socket's receive buffer was full (the drops /proc/net/udp shows)
+	DropCRC         uint64 // efvi: frames the NIC discarded for a bad Ethernet FCS
 
-	KernelDropped uint64 // afxdp: frames the kernel dropped for this socket (RX ring full, bad descriptors)
-	FillRingEmpty uint64 // afxdp: times the fill ring had no free frame to give
-	TxRingFull    uint64 // afxdp: transmits that found the TX ring full
-	Wakeups       uint64 // afxdp: sendto/poll kicks issued to the kernel
+	KernelDropped   uint64 // afxdp: frames the kernel dropped for the stack (no memory, or its RX ring full)
+	RxRingFull      uint64 // afxdp: of KernelDropped, those dropped because the RX ring was full
+	InvalidDescs    uint64 // afxdp: descriptors the kernel refused as invalid (RX and TX): a bug, not load
+	FillRingEmpty   uint64 // afxdp, efvi: frames that found no receive buffer (fill ring empty, no descriptor posted)
+	TxRingFull      uint64 // transmits that found every buffer or ring slot in use
+	Wakeups         uint64 // afxdp: sendto/recvfrom kicks issued to the kernel
 }
 
-// Dropped is the sum of every drop counter.
+// Dropped is the sum of every counter of datagrams or frames lost before
+// the application saw them: the Drop* counters, the frames the kernel
+// dropped for a user-space stack (KernelDropped, which includes
+// RxRingFull) and those that found no receive buffer (FillRingEmpty).
+// Invalid descriptors and transmit shortages are not drops of received
+// data and are not included.
 func (s Stats) Dropped() uint64 {
 	return s.DropShort + s.DropFragment + s.DropIPOptions + s.DropIPChecksum +
-		s.DropUDPChecksum + s.DropNotOurs + s.DropLength + s.DropQueueFull
+		s.DropUDPChecksum + s.DropNotOurs + s.DropLength + s.DropQueueFull +
+		s.DropRecvBuffer + s.DropCRC + s.KernelDropped + s.FillRingEmpty
 }
 
 // Hot-path errors. They are values, so returning them never allocates.

@@ -196,7 +196,7 @@ func TestRXDiscardsCountedAndReposted(t *testing.T) {
 		t.Fatalf("counters %+v, want %+v", k, want)
 	}
 	s := h.c.Stats()
-	if s.DropUDPChecksum != 2 || s.DropNotOurs != 2 || s.DropLength != 5 || s.RxPackets != 1 {
+	if s.DropUDPChecksum != 2 || s.DropNotOurs != 2 || s.DropLength != 4 || s.DropCRC != 1 || s.RxPackets != 1 {
 		t.Fatalf("stats %+v", s)
 	}
 	h.d.flushRX()
@@ -270,7 +270,7 @@ func TestX3RxRefAndDiscards(t *testing.T) {
 	if k := h.counters(); k != want {
 		t.Fatalf("counters %+v, want %+v", k, want)
 	}
-	if s := h.c.Stats(); s.DropIPChecksum != 1 || s.DropUDPChecksum != 2 || s.DropNotOurs != 1 || s.DropLength != 3 {
+	if s := h.c.Stats(); s.DropIPChecksum != 1 || s.DropUDPChecksum != 2 || s.DropNotOurs != 1 || s.DropLength != 2 || s.DropCRC != 1 {
 		t.Fatalf("stats %+v", s)
 	}
 }

@@ -316,8 +316,8 @@ func (d *driver) Reap() int {
 // Stats folds the NIC's discards into the closest backend.Stats fields:
 // checksum discards into DropUDPChecksum (DropIPChecksum for X3's IPv4
 // header flag), multicast-mismatch, rights and classification discards
-// into DropNotOurs, FCS, length and other discards and scattered frames
-// into DropLength; frames that found no receive buffer count as
+// into DropNotOurs, FCS discards into DropCRC, length and other discards
+// and scattered frames into DropLength; frames that found no receive buffer count as
 // FillRingEmpty.
 func (d *driver) Stats(s *backend.Stats) {
 	k := d.counters()
@@ -325,7 +325,8 @@ func (d *driver) Stats(s *backend.Stats) {
 	s.DropUDPChecksum += k.DiscardChecksum
 	s.DropIPChecksum += k.DiscardIPChecksum
 	s.DropNotOurs += k.DiscardMcast + k.DiscardRights + k.DiscardClass
-	s.DropLength += k.DiscardCRC + k.DiscardTrunc + k.DiscardOther + k.Scattered
+	s.DropCRC += k.DiscardCRC
+	s.DropLength += k.DiscardTrunc + k.DiscardOther + k.Scattered
 }
 
 func (d *driver) counters() Counters {

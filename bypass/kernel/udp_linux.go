@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/internal/mcast"
 	"github.com/lowlat/lowlat/internal/priv"
 )
 
@@ -52,8 +53,9 @@ type UDPConn struct {
 	sock
 	v6    bool
 	laddr netip.AddrPort
-	info  backend.Info
-	iface string
+	info    backend.Info
+	iface   string
+	ifindex int // iface's index in the socket's namespace, 0 for none
 
 	// Reader-owned state.
 	rsa    rawAddr
@@ -61,6 +63,7 @@ type UDPConn struct {
 	rmsgs  []unix.Mmsghdr
 	riov   []unix.Iovec
 	rnames []rawAddr
+	rctl   []byte // ctlSize bytes of control messages per message
 
 	// Writer-owned state.
 	wsa    rawAddr
@@ -106,6 +109,17 @@ func listenUDP(laddr netip.AddrPort, o backend.Options, name string, spin, busy 
 	if err := applyCommon(fd, o, busy, &c.info); err != nil {
 		return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, err)
 	}
+	if err := setupUDP(fd, v6, o, &c.info); err != nil {
+		return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, err)
+	}
+	if o.Interface != "" {
+		// Looked up now: the namespace is the caller's, as the socket's.
+		ifi, err := net.InterfaceByName(o.Interface)
+		if err != nil {
+			return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, err)
+		}
+		c.ifindex = ifi.Index
+	}
 	if err := unix.Bind(fd, toSockaddr(laddr, v6)); err != nil {
 		return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, os.NewSyscallError("bind", err))
 	}
@@ -124,6 +138,7 @@ func listenUDP(laddr netip.AddrPort, o backend.Options, name string, spin, busy 
 	}
 	b := o.Batch()
 	c.rmsgs, c.riov, c.rnames = make([]unix.Mmsghdr, b), make([]unix.Iovec, b), make([]rawAddr, b)
+	c.rctl = make([]byte, b*ctlSize)
 	c.wmsgs, c.wiov, c.wnames = make([]unix.Mmsghdr, b), make([]unix.Iovec, b), make([]rawAddr, b)
 	for i := range b {
 		c.rmsgs[i].Hdr.Iov, c.rmsgs[i].Hdr.Iovlen = &c.riov[i], 1
@@ -280,6 +295,8 @@ func (c *UDPConn) prepRecv(msgs []backend.Message) int {
 		c.riov[i].SetLen(len(buf))
 		c.rmsgs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		c.rmsgs[i].Hdr.Flags = 0
+		c.rmsgs[i].Hdr.Control = &c.rctl[i*ctlSize]
+		c.rmsgs[i].Hdr.SetControllen(ctlSize)
 	}
 	return n
 }
@@ -293,11 +310,15 @@ func (c *UDPConn) finishRecv(msgs []backend.Message, got int) (int, error) {
 	}
 	for i := range got {
 		m := &msgs[i]
+		h := &c.rmsgs[i].Hdr
 		m.N = int(c.rmsgs[i].Len)
-		if c.rmsgs[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
+		m.Trunc = h.Flags&unix.MSG_TRUNC != 0
+		if m.Trunc {
 			c.trunc.Add(1)
 		}
 		m.Addr = decode(&c.rnames[i])
+		m.Dst, m.Stamp = netip.Addr{}, backend.Timestamp{}
+		parseControl(c.rctl[i*ctlSize:i*ctlSize+int(h.Controllen)], m)
 		c.riov[i].Base = nil
 	}
 	c.rx.Add(uint64(got))
@@ -354,22 +375,55 @@ func (c *UDPConn) writeChunk(msgs []backend.Message) (int, error) {
 // while it spins.
 func (c *UDPConn) SetReadTimeout(d time.Duration) error { return c.setReadTimeout(d) }
 
-// JoinGroup joins an IPv4 multicast group on the connection's interface (or
-// the kernel's choice when none was named) with IP_ADD_MEMBERSHIP.
+// JoinGroup joins a multicast group (IPv4 or IPv6) on the connection's
+// interface, or the kernel's choice when none was named (MCAST_JOIN_GROUP).
 func (c *UDPConn) JoinGroup(group netip.Addr) error {
-	if !group.Is4() || !group.IsMulticast() {
-		return fmt.Errorf("join group %v: not an IPv4 multicast address", group)
+	return c.member(true, group, netip.Addr{})
+}
+
+// JoinSourceGroup joins group for datagrams from source only
+// (MCAST_JOIN_SOURCE_GROUP: IGMPv3, MLDv2).
+func (c *UDPConn) JoinSourceGroup(group, source netip.Addr) error {
+	if !source.IsValid() || source.IsMulticast() || source.IsUnspecified() {
+		return fmt.Errorf("join group %v for source %v: the source must be a unicast address", group, source)
 	}
-	mreq := &unix.IPMreqn{Multiaddr: group.As4()}
-	if c.iface != "" {
-		ifi, err := net.InterfaceByName(c.iface)
-		if err != nil {
-			return fmt.Errorf("join group %v: %w", group, err)
+	return c.member(true, group, source)
+}
+
+// LeaveGroup leaves a group joined with JoinGroup.
+func (c *UDPConn) LeaveGroup(group netip.Addr) error {
+	return c.member(false, group, netip.Addr{})
+}
+
+// LeaveSourceGroup leaves one source of a group joined with
+// JoinSourceGroup.
+func (c *UDPConn) LeaveSourceGroup(group, source netip.Addr) error {
+	return c.member(false, group, source)
+}
+
+func (c *UDPConn) member(join bool, group, source netip.Addr) error {
+	op := "leave"
+	if join {
+		op = "join"
+	}
+	if !group.IsMulticast() {
+		return fmt.Errorf("%s group %v: not a multicast address", op, group)
+	}
+	if source.IsValid() && group.Unmap().Is4() != source.Unmap().Is4() {
+		return fmt.Errorf("%s group %v for source %v: the two families differ", op, group, source)
+	}
+	if !c.v6 && !group.Unmap().Is4() {
+		return fmt.Errorf("%s group %v: an IPv6 group on an IPv4 socket", op, group)
+	}
+	if !c.gate.R.Enter() {
+		return backend.ErrClosed
+	}
+	defer c.gate.R.Exit()
+	if err := mcast.Membership(c.fd, join, c.ifindex, group, source); err != nil {
+		if source.IsValid() {
+			return fmt.Errorf("%s group %v for source %v: %w", op, group, source, err)
 		}
-		mreq.Ifindex = int32(ifi.Index)
-	}
-	if err := unix.SetsockoptIPMreqn(c.fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
-		return fmt.Errorf("join group %v: %w", group, os.NewSyscallError("setsockopt IP_ADD_MEMBERSHIP", err))
+		return fmt.Errorf("%s group %v: %w", op, group, err)
 	}
 	return nil
 }
@@ -377,8 +431,17 @@ func (c *UDPConn) JoinGroup(group netip.Addr) error {
 func (c *UDPConn) LocalAddr() netip.AddrPort { return c.laddr }
 func (c *UDPConn) Info() backend.Info        { return c.info }
 
+// Stats returns the counters, with the datagrams the kernel dropped for a
+// full receive buffer (SO_MEMINFO: one getsockopt per call).
 func (c *UDPConn) Stats() backend.Stats {
-	return backend.Stats{RxPackets: c.rx.Load(), TxPackets: c.tx.Load(), RxTrunc: c.trunc.Load()}
+	s := backend.Stats{RxPackets: c.rx.Load(), TxPackets: c.tx.Load(), RxTrunc: c.trunc.Load()}
+	if c.gate.R.Enter() {
+		if d, err := memDrops(c.fd); err == nil {
+			s.DropRecvBuffer = d
+		}
+		c.gate.R.Exit()
+	}
+	return s
 }
 
 // Close closes the socket; a reader waiting in another goroutine returns

@@ -17,6 +17,8 @@ type queue struct {
 type qrec struct {
 	off, n int32
 	from   netip.AddrPort
+	dst    netip.Addr
+	stamp  int64 // ClockUser nanoseconds; 0: not stamped
 }
 
 // newQueue returns a queue of at most records datagrams (a power of two)
@@ -28,7 +30,7 @@ func newQueue(records, bytes int) queue {
 func (q *queue) len() int { return int(q.tail - q.head) }
 
 // push copies p in and reports false when there is no room.
-func (q *queue) push(p []byte, from netip.AddrPort) bool {
+func (q *queue) push(p []byte, from netip.AddrPort, dst netip.Addr, stamp int64) bool {
 	if q.len() == len(q.recs) {
 		return false
 	}
@@ -49,20 +51,19 @@ func (q *queue) push(p []byte, from netip.AddrPort) bool {
 	}
 	copy(q.buf[off:], p)
 	q.wr = off + n
-	q.recs[q.tail&q.mask] = qrec{off: int32(off), n: int32(n), from: from}
+	q.recs[q.tail&q.mask] = qrec{off: int32(off), n: int32(n), from: from, dst: dst, stamp: stamp}
 	q.tail++
 	return true
 }
 
 // pop copies the oldest datagram into b and returns the bytes copied and
-// the datagram's full length (more than n when b was too short).
-func (q *queue) pop(b []byte) (n, full int, from netip.AddrPort) {
-	r := &q.recs[q.head&q.mask]
-	n = copy(b, q.buf[r.off:r.off+r.n])
-	full, from = int(r.n), r.from
+// its record (whose n is more than the bytes copied when b was too short).
+func (q *queue) pop(b []byte) (int, qrec) {
+	r := q.recs[q.head&q.mask]
+	n := copy(b, q.buf[r.off:r.off+r.n])
 	q.head++
 	if q.len() > 0 {
 		q.rd = int(q.recs[q.head&q.mask].off)
 	}
-	return n, full, from
+	return n, r
 }

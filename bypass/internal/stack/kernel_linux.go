@@ -15,6 +15,7 @@ import (
 
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/internal/frame"
+	"github.com/lowlat/lowlat/bypass/internal/mcast"
 	"github.com/lowlat/lowlat/bypass/internal/nexthop"
 )
 
@@ -139,11 +140,12 @@ type Ports interface {
 }
 
 // Reservation is one socket's hold on its port, and the kernel socket that
-// carries its multicast memberships.
+// carries its multicast memberships: any-source when source is the zero
+// Addr, source-specific otherwise.
 type Reservation interface {
 	Port() uint16
-	Join(group netip.Addr) error
-	Leave(group netip.Addr) error
+	Join(group, source netip.Addr) error
+	Leave(group, source netip.Addr) error
 	Close() error
 }
 
@@ -188,18 +190,16 @@ func (k KernelPorts) Reserve(laddr netip.AddrPort) (Reservation, error) {
 
 func (p *kernelPort) Port() uint16 { return p.port }
 
-func (p *kernelPort) Join(g netip.Addr) error {
-	mreq := &unix.IPMreqn{Multiaddr: g.As4(), Ifindex: int32(p.ifindex)}
-	return os.NewSyscallError("setsockopt IP_ADD_MEMBERSHIP", unix.SetsockoptIPMreqn(p.fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq))
+func (p *kernelPort) Join(group, source netip.Addr) error {
+	return mcast.Membership(p.fd, true, p.ifindex, group, source)
 }
 
-func (p *kernelPort) Leave(g netip.Addr) error {
-	mreq := &unix.IPMreqn{Multiaddr: g.As4(), Ifindex: int32(p.ifindex)}
-	err := unix.SetsockoptIPMreqn(p.fd, unix.IPPROTO_IP, unix.IP_DROP_MEMBERSHIP, mreq)
+func (p *kernelPort) Leave(group, source netip.Addr) error {
+	err := mcast.Membership(p.fd, false, p.ifindex, group, source)
 	if errors.Is(err, unix.EADDRNOTAVAIL) {
 		return nil // not a member any more (the interface went away)
 	}
-	return os.NewSyscallError("setsockopt IP_DROP_MEMBERSHIP", err)
+	return err
 }
 
 func (p *kernelPort) Close() error {

@@ -315,14 +315,14 @@ func (p *MemPorts) Members(group netip.Addr) int {
 
 func (r *memPort) Port() uint16 { return r.port }
 
-func (r *memPort) Join(g netip.Addr) error {
+func (r *memPort) Join(g, _ netip.Addr) error {
 	r.p.mu.Lock()
 	r.p.joined[g]++
 	r.p.mu.Unlock()
 	return nil
 }
 
-func (r *memPort) Leave(g netip.Addr) error {
+func (r *memPort) Leave(g, _ netip.Addr) error {
 	r.p.mu.Lock()
 	r.p.joined[g]--
 	r.p.mu.Unlock()

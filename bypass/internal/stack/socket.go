@@ -24,9 +24,10 @@ type Socket struct {
 	st    *Stack
 	laddr netip.AddrPort
 	key   flowKey
-	spin  bool
-	info  backend.Info
-	res   Reservation
+	spin   bool
+	stamps bool // receive stamps asked for (Options.Timestamps)
+	info   backend.Info
+	res    Reservation
 
 	gate    gate.Pair // calls in flight; Close waits for them
 	timeout atomic.Int64
@@ -39,8 +40,8 @@ type Socket struct {
 	tmpl       frame.Template // under st.txMu
 	maxPayload int
 
-	mu     sync.Mutex // joins and Close
-	groups []netip.Addr
+	mu     sync.Mutex   // joins and Close
+	groups []membership // joined groups; changed under mu and st.rxMu, read by demux under st.rxMu
 	undo   undo.Stack
 
 	// Reader-owned and writer-owned counters on cache lines of their own.
@@ -81,7 +82,11 @@ func (st *Stack) Listen(laddr netip.AddrPort, o backend.Options) (_ *Socket, err
 	if !st.ref() {
 		return nil, backend.ErrClosed
 	}
-	s := &Socket{st: st, spin: o.Wait != backend.WaitBlock}
+	if o.ReuseAddr {
+		st.Release()
+		return nil, backend.Unsupported("%s: a user-space stack's ports are its own: address reuse (ReuseAddr) is for kernel sockets", st.name)
+	}
+	s := &Socket{st: st, spin: o.Wait != backend.WaitBlock, stamps: o.Timestamps != backend.TimestampsOff}
 	u := &s.undo
 	u.Add(st.Release)
 	defer u.RunIfFailed(&err)
@@ -125,6 +130,10 @@ func (st *Stack) Listen(laddr netip.AddrPort, o backend.Options) (_ *Socket, err
 	u.AddFunc(func() { st.removeFlow(s, s.laddr) })
 	if o.ReadTimeout > 0 {
 		s.timeout.Store(int64(o.ReadTimeout))
+	}
+	if s.stamps {
+		st.stampers.Add(1)
+		u.AddFunc(func() { st.stampers.Add(-1) })
 	}
 	s.info = st.info
 	s.info.Notes = slices.Clone(st.info.Notes)
@@ -184,11 +193,8 @@ func (s *Socket) serve(msgs []backend.Message) int {
 	if s.q.len() > 0 {
 		for got < len(msgs) && s.q.len() > 0 {
 			m := &msgs[got]
-			n, full, from := s.q.pop(m.Buf)
-			if n < full {
-				s.trunc.Add(1)
-			}
-			m.N, m.Addr = n, from
+			n, r := s.q.pop(m.Buf)
+			s.deliver(m, n, int(r.n), r.from, r.dst, r.stamp)
 			got++
 		}
 		s.queued.Store(int32(s.q.len()))
@@ -197,6 +203,7 @@ func (s *Socket) serve(msgs []backend.Message) int {
 		return got
 	}
 	n := st.d.Poll(st.frames)
+	stamp := st.stamp(n)
 	for i := range n {
 		owner := st.demux(st.frames[i].Data)
 		if owner == nil {
@@ -205,15 +212,11 @@ func (s *Socket) serve(msgs []backend.Message) int {
 		p := st.pkt.Payload
 		if owner == s && got < len(msgs) {
 			m := &msgs[got]
-			m.N = copy(m.Buf, p)
-			if m.N < len(p) {
-				s.trunc.Add(1)
-			}
-			m.Addr = st.pkt.Src
+			s.deliver(m, copy(m.Buf, p), len(p), st.pkt.Src, st.pkt.Dst.Addr(), stamp)
 			got++
 			continue
 		}
-		st.enqueue(owner, s)
+		st.enqueue(owner, s, stamp)
 	}
 	if n > 0 {
 		st.d.Release(st.frames[:n])
@@ -221,11 +224,33 @@ func (s *Socket) serve(msgs []backend.Message) int {
 	return got
 }
 
+// deliver fills in a message read by s: n bytes of a full-byte datagram.
+func (s *Socket) deliver(m *backend.Message, n, full int, from netip.AddrPort, dst netip.Addr, stamp int64) {
+	m.N, m.Addr, m.Dst = n, from, dst
+	m.Trunc = n < full
+	if m.Trunc {
+		s.trunc.Add(1)
+	}
+	m.Stamp = backend.Timestamp{}
+	if s.stamps && stamp != 0 {
+		m.Stamp = backend.Timestamp{Ns: stamp, Clock: backend.ClockUser}
+	}
+}
+
+// stamp reads the clock for a batch of n frames when a socket of the stack
+// wants receive stamps (one read per batch), else returns 0.
+func (st *Stack) stamp(n int) int64 {
+	if n == 0 || st.stampers.Load() == 0 {
+		return 0
+	}
+	return time.Now().UnixNano()
+}
+
 // enqueue puts the datagram in st.pkt on owner's queue, waking owner when
 // it sleeps and is not the caller (nil when the caller is no socket).
 // Called under st.rxMu.
-func (st *Stack) enqueue(owner, caller *Socket) {
-	if !owner.q.push(st.pkt.Payload, st.pkt.Src) {
+func (st *Stack) enqueue(owner, caller *Socket, stamp int64) {
+	if !owner.q.push(st.pkt.Payload, st.pkt.Src, st.pkt.Dst.Addr(), stamp) {
 		owner.qdrop.Add(1)
 		return
 	}
@@ -243,9 +268,10 @@ func (st *Stack) Pump() int {
 	st.rxMu.Lock()
 	defer st.rxMu.Unlock()
 	n := st.d.Poll(st.frames)
+	stamp := st.stamp(n)
 	for i := range n {
 		if owner := st.demux(st.frames[i].Data); owner != nil {
-			st.enqueue(owner, nil)
+			st.enqueue(owner, nil, stamp)
 		}
 	}
 	if n > 0 {
@@ -520,8 +546,48 @@ func (s *Socket) SetReadTimeout(d time.Duration) error {
 // in the kernel (IGMP, and the NIC's multicast filter), the group and the
 // socket's port steered to the stack, and the group accepted by its frame
 // filter.
-func (s *Socket) JoinGroup(group netip.Addr) (err error) {
-	group = group.Unmap()
+func (s *Socket) JoinGroup(group netip.Addr) error {
+	return s.join(group.Unmap(), netip.Addr{})
+}
+
+// JoinSourceGroup subscribes the socket to what source sends to an IPv4
+// group (IGMPv3): the kernel joins for that source, and the stack, which
+// steers the group's whole port, drops what other sources send.
+func (s *Socket) JoinSourceGroup(group, source netip.Addr) error {
+	source = source.Unmap()
+	if !source.Is4() || source.IsMulticast() || source.IsUnspecified() {
+		return fmt.Errorf("join group %v for source %v: the source must be a unicast IPv4 address", group, source)
+	}
+	return s.join(group.Unmap(), source)
+}
+
+// LeaveGroup undoes JoinGroup.
+func (s *Socket) LeaveGroup(group netip.Addr) error {
+	return s.leaveOne(group.Unmap(), netip.Addr{})
+}
+
+// LeaveSourceGroup undoes JoinSourceGroup for one source.
+func (s *Socket) LeaveSourceGroup(group, source netip.Addr) error {
+	return s.leaveOne(group.Unmap(), source.Unmap())
+}
+
+// membership is one group the socket joined: for any source (sources
+// empty), or for the sources listed.
+type membership struct {
+	group   netip.Addr
+	sources []netip.Addr
+}
+
+func (s *Socket) member(group netip.Addr) *membership {
+	for i := range s.groups {
+		if s.groups[i].group == group {
+			return &s.groups[i]
+		}
+	}
+	return nil
+}
+
+func (s *Socket) join(group, source netip.Addr) (err error) {
 	if !group.Is4() || !group.IsMulticast() {
 		return fmt.Errorf("join group %v: not an IPv4 multicast address", group)
 	}
@@ -530,56 +596,103 @@ func (s *Socket) JoinGroup(group netip.Addr) (err error) {
 	if s.gate.Closed() {
 		return backend.ErrClosed
 	}
-	if slices.Contains(s.groups, group) {
+	m := s.member(group)
+	switch {
+	case m == nil:
+	case len(m.sources) == 0 && !source.IsValid():
+		return nil // joined already
+	case len(m.sources) == 0 || !source.IsValid():
+		return fmt.Errorf("join group %v: joined already for %s; leave it first", group, sourcesOf(m))
+	case slices.Contains(m.sources, source):
 		return nil
 	}
 	var u undo.Stack
 	defer u.RunIfFailed(&err)
-	if err := s.res.Join(group); err != nil {
+	if err := s.res.Join(group, source); err != nil {
 		return fmt.Errorf("join group %v on %s: %w", group, s.st.iface.Name, err)
 	}
-	u.Add(func() error { return s.res.Leave(group) })
-	dst := netip.AddrPortFrom(group, s.laddr.Port())
-	if err := s.st.addFlow(s, dst); err != nil {
-		return fmt.Errorf("join group %v: %w", group, err)
-	}
-	u.AddFunc(func() { s.st.removeFlow(s, dst) })
-	st := s.st
-	st.rxMu.Lock()
-	if st.groups[group] == 0 {
-		f := st.filter.Clone()
-		err = f.Join(group)
-		if err == nil {
-			st.filter = *f
+	u.Add(func() error { return s.res.Leave(group, source) })
+	if m == nil {
+		if err := s.st.steerGroup(s, group); err != nil {
+			return fmt.Errorf("join group %v: %w", group, err)
 		}
+		s.st.rxMu.Lock()
+		s.groups = append(s.groups, membership{group: group})
+		m = &s.groups[len(s.groups)-1]
+		s.st.rxMu.Unlock()
 	}
-	if err == nil {
-		st.groups[group]++
-	}
-	st.rxMu.Unlock()
-	if err != nil {
-		return fmt.Errorf("join group %v: %w", group, err)
+	if source.IsValid() {
+		s.st.rxMu.Lock()
+		m.sources = append(m.sources, source)
+		s.st.rxMu.Unlock()
 	}
 	u.Take()
-	s.groups = append(s.groups, group)
 	return nil
 }
 
-// LeaveGroup undoes JoinGroup.
-func (s *Socket) LeaveGroup(group netip.Addr) error {
-	group = group.Unmap()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	i := slices.Index(s.groups, group)
-	if i < 0 {
-		return fmt.Errorf("leave group %v: not joined", group)
+func sourcesOf(m *membership) string {
+	if len(m.sources) == 0 {
+		return "any source"
 	}
-	s.groups = slices.Delete(s.groups, i, i+1)
-	return s.leave(group)
+	return fmt.Sprintf("sources %v", m.sources)
 }
 
-func (s *Socket) leave(group netip.Addr) error {
-	st := s.st
+func (s *Socket) leaveOne(group, source netip.Addr) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.member(group)
+	if m == nil || (source.IsValid() && !slices.Contains(m.sources, source)) || (!source.IsValid() && len(m.sources) > 0) {
+		if source.IsValid() {
+			return fmt.Errorf("leave group %v for source %v: not joined", group, source)
+		}
+		return fmt.Errorf("leave group %v: not joined for any source", group)
+	}
+	err := s.res.Leave(group, source)
+	if source.IsValid() {
+		s.st.rxMu.Lock()
+		m.sources = slices.DeleteFunc(m.sources, func(a netip.Addr) bool { return a == source })
+		left := len(m.sources)
+		s.st.rxMu.Unlock()
+		if left > 0 {
+			return err
+		}
+	}
+	return errors.Join(err, s.dropGroup(group))
+}
+
+// dropGroup stops steering a group to the socket and forgets it.
+func (s *Socket) dropGroup(group netip.Addr) error {
+	err := s.st.unsteerGroup(s, group)
+	s.st.rxMu.Lock()
+	s.groups = slices.DeleteFunc(s.groups, func(m membership) bool { return m.group == group })
+	s.st.rxMu.Unlock()
+	return err
+}
+
+// steerGroup steers group and the socket's port to the stack and has the
+// frame filter accept the group.
+func (st *Stack) steerGroup(s *Socket, group netip.Addr) error {
+	dst := netip.AddrPortFrom(group, s.laddr.Port())
+	if err := st.addFlow(s, dst); err != nil {
+		return err
+	}
+	st.rxMu.Lock()
+	defer st.rxMu.Unlock()
+	if st.groups[group] == 0 {
+		f := st.filter.Clone()
+		if err := f.Join(group); err != nil {
+			st.rxMu.Unlock()
+			st.removeFlow(s, dst)
+			st.rxMu.Lock()
+			return err
+		}
+		st.filter = *f
+	}
+	st.groups[group]++
+	return nil
+}
+
+func (st *Stack) unsteerGroup(s *Socket, group netip.Addr) error {
 	err := st.removeFlow(s, netip.AddrPortFrom(group, s.laddr.Port()))
 	st.rxMu.Lock()
 	if st.groups[group]--; st.groups[group] <= 0 {
@@ -589,7 +702,19 @@ func (s *Socket) leave(group netip.Addr) error {
 		st.filter = *f
 	}
 	st.rxMu.Unlock()
-	return errors.Join(err, s.res.Leave(group))
+	return err
+}
+
+// admits reports whether a datagram from src to a multicast group passes
+// the socket's source filter. Called under st.rxMu.
+func (s *Socket) admits(group, src netip.Addr) bool {
+	for i := range s.groups {
+		m := &s.groups[i]
+		if m.group == group {
+			return len(m.sources) == 0 || slices.Contains(m.sources, src)
+		}
+	}
+	return false
 }
 
 // Closed reports whether Close has been called.
@@ -650,10 +775,16 @@ func (s *Socket) Close() error {
 		return errors.New(s.st.name + ": close: a reader or writer did not leave; socket left open")
 	}
 	var errs []error
-	for _, g := range s.groups {
-		errs = append(errs, s.leave(g))
+	for len(s.groups) > 0 {
+		m := s.groups[len(s.groups)-1]
+		for _, src := range m.sources {
+			errs = append(errs, s.res.Leave(m.group, src))
+		}
+		if len(m.sources) == 0 {
+			errs = append(errs, s.res.Leave(m.group, netip.Addr{}))
+		}
+		errs = append(errs, s.dropGroup(m.group))
 	}
-	s.groups = nil
 	errs = append(errs, s.undo.Run())
 	return errors.Join(errs...)
 }

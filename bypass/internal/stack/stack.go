@@ -78,6 +78,8 @@ type Stack struct {
 	groups map[netip.Addr]int // joined groups: how many sockets joined each
 	drops  [frame.Length + 1]atomic.Uint64
 
+	stampers atomic.Int32 // sockets that asked for receive stamps
+
 	// Transmit side, under txMu.
 	txMu   sync.Mutex
 	neigh  neighbours
@@ -243,6 +245,10 @@ func (st *Stack) demux(f []byte) *Socket {
 	d := st.pkt.Dst
 	k := flowKey{ip: d.Addr().As4(), port: d.Port()}
 	if s := st.socks[k]; s != nil {
+		if d.Addr().IsMulticast() && !s.admits(d.Addr(), st.pkt.Src.Addr()) {
+			st.drops[frame.NotOurs].Add(1)
+			return nil
+		}
 		return s
 	}
 	k.ip = [4]byte{}

@@ -510,3 +510,105 @@ func TestNoAllocsPerMessage(t *testing.T) {
 		t.Fatalf("%v allocations per message", allocs)
 	}
 }
+
+// udpFrom builds a frame from src to dst.
+func udpFrom(t testing.TB, src netip.AddrPort, dst netip.AddrPort, payload []byte) []byte {
+	t.Helper()
+	dmac := ourMAC
+	if m, ok := frame.MulticastMAC(dst.Addr()); ok {
+		dmac = m
+	}
+	tm, err := frame.NewTemplate(frame.Flow{SrcMAC: peerMAC, DstMAC: dmac, Src: src, Dst: dst, DontFragment: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, frame.HeaderLen+len(payload))
+	n, _ := tm.Build(b, payload)
+	return b[:n]
+}
+
+// TestMessageMetadata: a read says where each datagram was sent, whether
+// it was cut, and, with stamps asked for, when its batch was polled;
+// queued datagrams keep all of it.
+func TestMessageMetadata(t *testing.T) {
+	r := newRig(t)
+	s := r.listen(t, 5000, backend.Options{Timestamps: backend.TimestampsSoftware})
+	other := r.listen(t, 5001, backend.Options{})
+	r.st.Release()
+	g := netip.MustParseAddr("239.1.1.1")
+	if err := s.JoinGroup(g); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now().UnixNano()
+	r.d.Deliver(udp(t, netip.AddrPortFrom(ourIP, 5001), []byte("other")))
+	r.d.Deliver(udp(t, netip.AddrPortFrom(ourIP, 5000), []byte("0123456789")))
+	r.d.Deliver(udp(t, netip.AddrPortFrom(g, 5000), []byte("group")))
+	// other's read polls all three: s's two wait in its queue.
+	if got := read(t, other); got != "other" {
+		t.Fatal(got)
+	}
+	msgs := []backend.Message{{Buf: make([]byte, 4)}, {Buf: make([]byte, 64)}}
+	n, err := s.TryReadBatch(msgs)
+	if err != nil || n != 2 {
+		t.Fatalf("TryReadBatch = %d, %v", n, err)
+	}
+	after := time.Now().UnixNano()
+	if m := msgs[0]; m.Dst != ourIP || !m.Trunc || m.N != 4 {
+		t.Fatalf("unicast message %+v: want destination %v, cut to 4", m, ourIP)
+	}
+	if m := msgs[1]; m.Dst != g || m.Trunc || string(m.Buf[:m.N]) != "group" {
+		t.Fatalf("group message %+v", m)
+	}
+	for _, m := range msgs {
+		if m.Stamp.Clock != backend.ClockUser || m.Stamp.Ns < before || m.Stamp.Ns > after {
+			t.Fatalf("stamp %+v not a user-space stamp within [%d, %d]", m.Stamp, before, after)
+		}
+	}
+	// A socket that did not ask gets no stamp.
+	r.d.Deliver(udp(t, netip.AddrPortFrom(ourIP, 5001), []byte("x")))
+	m := []backend.Message{{Buf: make([]byte, 8)}}
+	if _, err := other.ReadBatch(m); err != nil || !m[0].Stamp.IsZero() {
+		t.Fatalf("unstamped socket: %+v, %v", m[0], err)
+	}
+	if _, err := r.st.Listen(netip.MustParseAddrPort("0.0.0.0:5002"), backend.Options{ReuseAddr: true}); !errors.Is(err, backend.ErrNotSupported) {
+		t.Fatalf("ReuseAddr on a stack: %v, want ErrNotSupported", err)
+	}
+}
+
+// TestSourceSpecificOnStack: a socket joined for one source gets only
+// what that source sends to the group; any-source and source-specific
+// joins of one group do not mix; leaving the last source stops delivery.
+func TestSourceSpecificOnStack(t *testing.T) {
+	r := newRig(t)
+	s := r.listen(t, 5000, backend.Options{})
+	r.st.Release()
+	g := netip.MustParseAddr("232.7.7.7")
+	good, bad := netip.MustParseAddr("10.9.0.50"), netip.MustParseAddr("10.9.0.51")
+	if err := s.JoinSourceGroup(g, good); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.JoinGroup(g); err == nil {
+		t.Fatal("an any-source join of a group joined for a source was accepted")
+	}
+	dst := netip.AddrPortFrom(g, 5000)
+	r.d.Deliver(udpFrom(t, netip.AddrPortFrom(bad, 1), dst, []byte("bad")))
+	r.d.Deliver(udpFrom(t, netip.AddrPortFrom(good, 1), dst, []byte("good")))
+	buf := make([]byte, 16)
+	s.SetReadTimeout(time.Second)
+	n, from, err := s.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "good" || from.Addr() != good {
+		t.Fatalf("read %q from %v, %v", buf[:n], from, err)
+	}
+	if s.Stats().DropNotOurs != 1 {
+		t.Fatalf("the other source's datagram was not dropped: %+v", s.Stats())
+	}
+	if err := s.LeaveSourceGroup(g, good); err != nil {
+		t.Fatal(err)
+	}
+	if r.d.Steered(dst) || r.ports.Members(g) != 0 {
+		t.Fatal("leaving the last source left the group steered or joined")
+	}
+	if err := s.LeaveSourceGroup(g, good); err == nil {
+		t.Fatal("a second leave succeeded")
+	}
+}
