@@ -612,3 +612,25 @@ func TestSourceSpecificOnStack(t *testing.T) {
 		t.Fatal("a second leave succeeded")
 	}
 }
+
+// BenchmarkStackReceive is one datagram delivered to the in-memory driver
+// and read by its socket, with receive stamps off and on (one clock read
+// per polled batch, here a batch of one).
+func BenchmarkStackReceive(b *testing.B) {
+	for _, ts := range []backend.TimestampMode{backend.TimestampsOff, backend.TimestampsSoftware} {
+		b.Run(map[backend.TimestampMode]string{backend.TimestampsOff: "off", backend.TimestampsSoftware: "stamped"}[ts], func(b *testing.B) {
+			r := newRig(b)
+			s := r.listen(b, 5000, backend.Options{Timestamps: ts})
+			r.st.Release()
+			in := udp(b, netip.AddrPortFrom(ourIP, 5000), make([]byte, 64))
+			msgs := []backend.Message{{Buf: make([]byte, 128)}}
+			b.ReportAllocs()
+			for b.Loop() {
+				r.d.Deliver(in)
+				if n, err := s.ReadBatch(msgs); n != 1 || err != nil {
+					b.Fatal(n, err)
+				}
+			}
+		})
+	}
+}
