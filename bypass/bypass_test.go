@@ -1,13 +1,17 @@
 package bypass_test
 
 import (
+	"context"
 	"errors"
 	"net"
+	"os"
 	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/ipv4"
 
 	"github.com/lowlat/lowlat/bypass"
 )
@@ -60,37 +64,130 @@ func TestNamedBackends(t *testing.T) {
 	}
 }
 
+// timeoutCounter records SetReadTimeout calls: the adapter must make none.
+type timeoutCounter struct {
+	bypass.PacketConn
+	calls int
+}
+
+func (c *timeoutCounter) SetReadTimeout(d time.Duration) error {
+	c.calls++
+	return c.PacketConn.SetReadTimeout(d)
+}
+
 func TestNetPacketConnAdapter(t *testing.T) {
+	for _, name := range []string{"kernel", "busypoll"} {
+		t.Run(name, func(t *testing.T) {
+			a, err := bypass.ListenUDP(loopback, bypass.Options{Backend: name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			counted := &timeoutCounter{PacketConn: a}
+			pc := bypass.NetPacketConn(counted)
+			var _ net.PacketConn = pc
+			peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer peer.Close()
+			if _, err := pc.WriteTo([]byte("hi"), peer.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 8)
+			n, from, err := peer.ReadFrom(buf)
+			if err != nil || string(buf[:n]) != "hi" || from.String() != pc.LocalAddr().String() {
+				t.Fatalf("peer read %q from %v: %v", buf[:n], from, err)
+			}
+			peer.WriteTo([]byte("yo"), from)
+			n, from, err = pc.ReadFrom(buf)
+			if err != nil || string(buf[:n]) != "yo" || from.String() != peer.LocalAddr().String() {
+				t.Fatalf("adapter read %q from %v: %v", buf[:n], from, err)
+			}
+			pc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			_, _, err = pc.ReadFrom(buf)
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("deadline: %v, want a timeout that is os.ErrDeadlineExceeded", err)
+			}
+			pc.SetWriteDeadline(time.Now().Add(-time.Second))
+			if _, err := pc.WriteTo([]byte("late"), peer.LocalAddr()); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("write past its deadline: %v", err)
+			}
+			if counted.calls != 0 {
+				t.Fatalf("the adapter changed the connection's read timeout %d times", counted.calls)
+			}
+		})
+	}
+}
+
+// TestAdapterCancelIdiom: a read waiting with no deadline returns as soon
+// as another goroutine sets a deadline in the past (context.AfterFunc),
+// with os.ErrDeadlineExceeded; Close ends a waiting read with
+// net.ErrClosed.
+func TestAdapterCancelIdiom(t *testing.T) {
+	for _, name := range []string{"kernel", "busypoll"} {
+		t.Run(name, func(t *testing.T) {
+			a, err := bypass.ListenUDP(loopback, bypass.Options{Backend: name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc := bypass.NetPacketConn(a)
+			defer pc.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Now()) })
+			defer stop()
+			done := make(chan error, 1)
+			go func() {
+				_, _, err := pc.ReadFrom(make([]byte, 8))
+				done <- err
+			}()
+			time.Sleep(20 * time.Millisecond) // let the read wait
+			start := time.Now()
+			cancel()
+			select {
+			case err := <-done:
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("cancelled read: %v", err)
+				}
+				t.Logf("the cancelled read returned %v after cancel", time.Since(start))
+			case <-time.After(5 * time.Second):
+				t.Fatal("the cancel idiom did not reach the waiting read")
+			}
+			pc.SetReadDeadline(time.Time{})
+			go func() {
+				_, _, err := pc.ReadFrom(make([]byte, 8))
+				done <- err
+			}()
+			time.Sleep(20 * time.Millisecond)
+			pc.Close()
+			select {
+			case err := <-done:
+				if !errors.Is(err, net.ErrClosed) {
+					t.Fatalf("read across Close: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close did not end the waiting read")
+			}
+		})
+	}
+}
+
+// TestAdapterWithIPv4PacketConn: x/net/ipv4 takes the adapter (it asks for
+// a net.Conn and a syscall.Conn) and sets socket options through it.
+func TestAdapterWithIPv4PacketConn(t *testing.T) {
 	a, err := bypass.ListenUDP(loopback, bypass.Options{Backend: "kernel"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
 	pc := bypass.NetPacketConn(a)
-	var _ net.PacketConn = pc
-	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
+	defer pc.Close()
+	p := ipv4.NewPacketConn(pc)
+	if err := p.SetMulticastTTL(7); err != nil {
 		t.Fatal(err)
 	}
-	defer peer.Close()
-	if _, err := pc.WriteTo([]byte("hi"), peer.LocalAddr()); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 8)
-	n, from, err := peer.ReadFrom(buf)
-	if err != nil || string(buf[:n]) != "hi" || from.String() != pc.LocalAddr().String() {
-		t.Fatalf("peer read %q from %v: %v", buf[:n], from, err)
-	}
-	peer.WriteTo([]byte("yo"), from)
-	n, from, err = pc.ReadFrom(buf)
-	if err != nil || string(buf[:n]) != "yo" || from.String() != peer.LocalAddr().String() {
-		t.Fatalf("adapter read %q from %v: %v", buf[:n], from, err)
-	}
-	pc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-	_, _, err = pc.ReadFrom(buf)
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
-		t.Fatalf("deadline: %v, want a net.Error timeout", err)
+	if ttl, err := p.MulticastTTL(); err != nil || ttl != 7 {
+		t.Fatalf("MulticastTTL = %d, %v", ttl, err)
 	}
 }
 

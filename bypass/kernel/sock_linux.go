@@ -198,3 +198,44 @@ func newSocket(family, typ int, spin bool) (int, error) {
 	}
 	return fd, nil
 }
+
+// rawConn gives access to a socket's descriptor (syscall.RawConn), for
+// options lowlat does not wrap. Control, Read and Write hold the
+// descriptor open for the duration of f: Close waits for them.
+type rawConn struct{ s *sock }
+
+var _ syscall.RawConn = rawConn{}
+
+func (r rawConn) Control(f func(fd uintptr)) error {
+	if !r.s.gate.W.Enter() {
+		return backend.ErrClosed
+	}
+	defer r.s.gate.W.Exit()
+	f(uintptr(r.s.fd))
+	return nil
+}
+
+// Read calls f until it returns true, waiting in poll(2) for the
+// descriptor to be readable in between.
+func (r rawConn) Read(f func(fd uintptr) bool) error { return r.loop(&r.s.gate.R, unix.POLLIN, f) }
+
+// Write calls f until it returns true, waiting for the descriptor to be
+// writable in between.
+func (r rawConn) Write(f func(fd uintptr) bool) error { return r.loop(&r.s.gate.W, unix.POLLOUT, f) }
+
+func (r rawConn) loop(g *gate.Gate, ev int16, f func(fd uintptr) bool) error {
+	if !g.Enter() {
+		return backend.ErrClosed
+	}
+	defer g.Exit()
+	for !f(uintptr(r.s.fd)) {
+		if g.Closed() {
+			return backend.ErrClosed
+		}
+		fds := []unix.PollFd{{Fd: int32(r.s.fd), Events: ev}}
+		if _, err := unix.Poll(fds, 10); err != nil && err != unix.EINTR {
+			return os.NewSyscallError("poll", err)
+		}
+	}
+	return nil
+}

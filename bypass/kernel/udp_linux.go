@@ -447,3 +447,7 @@ func (c *UDPConn) Stats() backend.Stats {
 // Close closes the socket; a reader waiting in another goroutine returns
 // ErrClosed.
 func (c *UDPConn) Close() error { return c.close() }
+
+// SyscallConn returns the socket's raw descriptor access, for options
+// lowlat does not wrap.
+func (c *UDPConn) SyscallConn() (syscall.RawConn, error) { return rawConn{&c.sock}, nil }
