@@ -46,8 +46,8 @@ type netPacketConn struct {
 	rdl    atomic.Int64 // read deadline, UnixNano; 0: none
 	wdl    atomic.Int64 // write deadline, UnixNano; 0: none
 	closed atomic.Bool
-	w       wakeup
-	msg     [1]Message
+	w      wakeup
+	msg    [1]Message
 }
 
 // netPacketSyscallConn adds SyscallConn for connections that have one.

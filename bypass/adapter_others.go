@@ -8,7 +8,7 @@ import "time"
 type wakeup struct{}
 
 func (*wakeup) init(*netPacketConn) {}
-func (*wakeup) wake() {}
+func (*wakeup) wake()               {}
 func (*wakeup) wait(_ int, d time.Duration) error {
 	if d < 0 || d > maxSlice {
 		d = maxSlice

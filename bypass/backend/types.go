@@ -245,12 +245,12 @@ type Stats struct {
 	DropRecvBuffer  uint64 // kernel sockets: the socket's receive buffer was full (the drops /proc/net/udp shows)
 	DropCRC         uint64 // efvi: frames the NIC discarded for a bad Ethernet FCS
 
-	KernelDropped   uint64 // afxdp: frames the kernel dropped for the stack (no memory, or its RX ring full)
-	RxRingFull      uint64 // afxdp: of KernelDropped, those dropped because the RX ring was full
-	InvalidDescs    uint64 // afxdp: descriptors the kernel refused as invalid (RX and TX): a bug, not load
-	FillRingEmpty   uint64 // afxdp, efvi: frames that found no receive buffer (fill ring empty, no descriptor posted)
-	TxRingFull      uint64 // transmits that found every buffer or ring slot in use
-	Wakeups         uint64 // afxdp: sendto/recvfrom kicks issued to the kernel
+	KernelDropped uint64 // afxdp: frames the kernel dropped for the stack (no memory, or its RX ring full)
+	RxRingFull    uint64 // afxdp: of KernelDropped, those dropped because the RX ring was full
+	InvalidDescs  uint64 // afxdp: descriptors the kernel refused as invalid (RX and TX): a bug, not load
+	FillRingEmpty uint64 // afxdp, efvi: frames that found no receive buffer (fill ring empty, no descriptor posted)
+	TxRingFull    uint64 // transmits that found every buffer or ring slot in use
+	Wakeups       uint64 // afxdp: sendto/recvfrom kicks issued to the kernel
 }
 
 // Dropped is the sum of every counter of datagrams or frames lost before

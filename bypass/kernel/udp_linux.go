@@ -51,8 +51,8 @@ func (BusyPoll) ListenUDP(laddr netip.AddrPort, o backend.Options) (backend.Pack
 // buffers and concurrency.
 type UDPConn struct {
 	sock
-	v6    bool
-	laddr netip.AddrPort
+	v6      bool
+	laddr   netip.AddrPort
 	info    backend.Info
 	iface   string
 	ifindex int // iface's index in the socket's namespace, 0 for none

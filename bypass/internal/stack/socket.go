@@ -21,9 +21,9 @@ import (
 // Socket is a UDP endpoint on a Stack. It implements backend.PacketConn;
 // see package backend for the rules on buffers and concurrency.
 type Socket struct {
-	st    *Stack
-	laddr netip.AddrPort
-	key   flowKey
+	st     *Stack
+	laddr  netip.AddrPort
+	key    flowKey
 	spin   bool
 	stamps bool // receive stamps asked for (Options.Timestamps)
 	info   backend.Info
