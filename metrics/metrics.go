@@ -1,0 +1,132 @@
+// Package metrics exports the counters of lowlat connections as Prometheus
+// metrics. It is a package of its own so that the socket API (package
+// bypass) does not import the metrics library: a service that wants the
+// metrics imports this one too.
+//
+//	c := metrics.NewCollector()
+//	c.Add("feed-a", conn) // any bypass.PacketConn, or anything with Stats and Info
+//	prometheus.MustRegister(c)
+//
+// Every counter is read from the connection when Prometheus scrapes
+// (Collect): nothing is added to the connection's hot path.
+package metrics
+
+import (
+	"slices"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lowlat/lowlat/bypass"
+)
+
+// Source is what a Collector reads: a bypass.PacketConn, or anything else
+// that keeps lowlat's counters.
+type Source interface {
+	Stats() bypass.Stats
+	Info() bypass.Info
+}
+
+// Collector is a prometheus.Collector over a set of named connections.
+// Add and Remove may run while Prometheus scrapes.
+type Collector struct {
+	mu    sync.Mutex
+	names []string
+	srcs  map[string]Source
+}
+
+var _ prometheus.Collector = (*Collector)(nil)
+
+// NewCollector returns an empty Collector.
+func NewCollector() *Collector { return &Collector{srcs: make(map[string]Source)} }
+
+// Add exports s's counters under the label conn=name, replacing what was
+// there under that name.
+func (c *Collector) Add(name string, s Source) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.srcs[name]; !ok {
+		c.names = append(c.names, name)
+	}
+	c.srcs[name] = s
+}
+
+// Remove stops exporting name.
+func (c *Collector) Remove(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.srcs, name)
+	c.names = slices.DeleteFunc(c.names, func(n string) bool { return n == name })
+}
+
+var labels = []string{"conn", "backend"}
+
+func desc(name, help string, extra ...string) *prometheus.Desc {
+	return prometheus.NewDesc("lowlat_"+name, help, append(slices.Clone(labels), extra...), nil)
+}
+
+// The metrics, one per counter of bypass.Stats; the drops are one metric
+// with the reason as a label.
+var (
+	rxDesc        = desc("rx_packets_total", "Datagrams delivered to the application.")
+	txDesc        = desc("tx_packets_total", "Datagrams handed to the transport.")
+	truncDesc     = desc("rx_truncated_total", "Datagrams cut to fit the caller's buffer.")
+	dropDesc      = desc("rx_dropped_total", "Datagrams or frames lost before the application saw them, by reason.", "reason")
+	ringFullDesc  = desc("rx_ring_full_total", "afxdp: frames the kernel dropped because the RX ring was full (also counted as reason=kernel).")
+	invalidDesc   = desc("invalid_descriptors_total", "afxdp: descriptors the kernel refused as invalid.")
+	txFullDesc    = desc("tx_ring_full_total", "Transmits that found every buffer or ring slot in use.")
+	wakeupsDesc   = desc("wakeups_total", "afxdp: kicks issued to the kernel.")
+	allDescs      = []*prometheus.Desc{rxDesc, txDesc, truncDesc, dropDesc, ringFullDesc, invalidDesc, txFullDesc, wakeupsDesc}
+	dropsByReason = []struct {
+		reason string
+		get    func(*bypass.Stats) uint64
+	}{
+		{"short", func(s *bypass.Stats) uint64 { return s.DropShort }},
+		{"fragment", func(s *bypass.Stats) uint64 { return s.DropFragment }},
+		{"ip_options", func(s *bypass.Stats) uint64 { return s.DropIPOptions }},
+		{"ip_checksum", func(s *bypass.Stats) uint64 { return s.DropIPChecksum }},
+		{"udp_checksum", func(s *bypass.Stats) uint64 { return s.DropUDPChecksum }},
+		{"not_ours", func(s *bypass.Stats) uint64 { return s.DropNotOurs }},
+		{"length", func(s *bypass.Stats) uint64 { return s.DropLength }},
+		{"queue_full", func(s *bypass.Stats) uint64 { return s.DropQueueFull }},
+		{"recv_buffer", func(s *bypass.Stats) uint64 { return s.DropRecvBuffer }},
+		{"crc", func(s *bypass.Stats) uint64 { return s.DropCRC }},
+		{"kernel", func(s *bypass.Stats) uint64 { return s.KernelDropped }},
+		{"fill_ring_empty", func(s *bypass.Stats) uint64 { return s.FillRingEmpty }},
+	}
+)
+
+// Describe sends every metric's description.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range allDescs {
+		ch <- d
+	}
+}
+
+// Collect reads every connection's Stats and sends them.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	names := slices.Clone(c.names)
+	srcs := make([]Source, len(names))
+	for i, n := range names {
+		srcs[i] = c.srcs[n]
+	}
+	c.mu.Unlock()
+	for i, src := range srcs {
+		s := src.Stats()
+		lv := []string{names[i], src.Info().Backend}
+		counter := func(d *prometheus.Desc, v uint64, extra ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append(lv, extra...)...)
+		}
+		counter(rxDesc, s.RxPackets)
+		counter(txDesc, s.TxPackets)
+		counter(truncDesc, s.RxTrunc)
+		for _, d := range dropsByReason {
+			counter(dropDesc, d.get(&s), d.reason)
+		}
+		counter(ringFullDesc, s.RxRingFull)
+		counter(invalidDesc, s.InvalidDescs)
+		counter(txFullDesc, s.TxRingFull)
+		counter(wakeupsDesc, s.Wakeups)
+	}
+}
