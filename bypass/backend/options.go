@@ -97,6 +97,12 @@ type Options struct {
 	// software stamp otherwise). Off by default: stamps cost a little per
 	// message (docs/timestamps.md).
 	Timestamps TimestampMode
+	// TxTimestamps asks for transmit stamps too, read with the
+	// connection's LastTxStamp (TxStamper). On kernel sockets they queue
+	// on the socket's error queue, which counts against the receive
+	// buffer: a program that asks for them must read them, each
+	// LastTxStamp drains the queue. Needs Timestamps on.
+	TxTimestamps bool
 	// ReuseAddr lets several sockets bind the same address and port
 	// (SO_REUSEADDR, kernel backends): each receiver of a multicast
 	// group's port gets its own copy of every datagram. (SO_REUSEPORT is
@@ -185,6 +191,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Timestamps > TimestampsHardware {
 		return fmt.Errorf("timestamp mode %d: out of range", o.Timestamps)
+	}
+	if o.TxTimestamps && o.Timestamps == TimestampsOff {
+		return fmt.Errorf("transmit timestamps need Timestamps on")
 	}
 	if o.Multicast.TTL < 0 || o.Multicast.TTL > 255 {
 		return fmt.Errorf("multicast TTL %d: want 0 (default) to 255", o.Multicast.TTL)

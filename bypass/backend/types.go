@@ -120,6 +120,19 @@ type PacketConn interface {
 	Close() error
 }
 
+// TxStamper is implemented by connections that can say when their
+// datagrams left, with Options.Timestamps on: kernel sockets from the
+// kernel's software transmit stamp (SO_TIMESTAMPING, read from the error
+// queue), user-space stacks from a clock read as the frame is handed to
+// the device.
+type TxStamper interface {
+	// LastTxStamp returns the transmit stamp of the latest datagram sent
+	// whose stamp is known by now, with its number (datagrams sent on the
+	// connection before it); ok is false when none is known yet. It never
+	// waits, and is called by the goroutine that writes.
+	LastTxStamp() (seq uint64, ts Timestamp, ok bool)
+}
+
 // ReadyFD is implemented by connections that a descriptor signals, so
 // that a Poller can sleep on them in epoll, or skip the idle ones.
 type ReadyFD interface {

@@ -154,7 +154,7 @@ func TestSharedGroupPort(t *testing.T) {
 // namespaces lie in order and between the send and the reply's read.
 func TestReceiveStamps(t *testing.T) {
 	p := testnet.NewPair(t, testnet.Config{})
-	o := backend.Options{Timestamps: backend.TimestampsSoftware, ReadTimeout: 2 * time.Second}
+	o := backend.Options{Timestamps: backend.TimestampsSoftware, TxTimestamps: true, ReadTimeout: 2 * time.Second}
 	srv := listenIn(t, p.B, netip.AddrPortFrom(p.B.Addr, 7600), o)
 	cli := listenIn(t, p.A, netip.AddrPortFrom(p.A.Addr, 0), o)
 	var last int64
@@ -184,6 +184,17 @@ func TestReceiveStamps(t *testing.T) {
 		}
 		if in[0].Dst != p.B.Addr || out[0].Dst != p.A.Addr {
 			t.Fatalf("destinations %v, %v", in[0].Dst, out[0].Dst)
+		}
+		// Transmit stamps: the client's request left after the send call
+		// and before the server's receive stamp; the server's reply after
+		// its receive stamp and before the client's.
+		cseq, ctx, cok := cli.(backend.TxStamper).LastTxStamp()
+		sseq, stx, sok := srv.(backend.TxStamper).LastTxStamp()
+		if !cok || !sok || cseq != uint64(i) || sseq != uint64(i) {
+			t.Fatalf("round trip %d: transmit stamps #%d (%v), #%d (%v)", i, cseq, cok, sseq, sok)
+		}
+		if !(before <= ctx.Ns && ctx.Ns <= s1.Ns && s1.Ns <= stx.Ns && stx.Ns <= s2.Ns) || ctx.Clock != backend.ClockKernel {
+			t.Fatalf("round trip %d: send %d, tx %d, rx %d, tx %d, rx %d: out of order", i, before, ctx.Ns, s1.Ns, stx.Ns, s2.Ns)
 		}
 		last = s2.Ns
 	}

@@ -34,6 +34,7 @@ var (
 	_ backend.StreamBackend = BusyPoll{}
 	_ backend.PacketConn    = (*UDPConn)(nil)
 	_ backend.ReadyFD       = (*UDPConn)(nil)
+	_ backend.TxStamper     = (*UDPConn)(nil)
 )
 
 // ListenUDP opens a UDP socket bound to laddr; wait mode defaults to block.
@@ -66,6 +67,7 @@ type UDPConn struct {
 	rctl   []byte // ctlSize bytes of control messages per message
 
 	// Writer-owned state.
+	txs    txStamps
 	wsa    rawAddr
 	wmsgs  []unix.Mmsghdr
 	wiov   []unix.Iovec
@@ -447,6 +449,17 @@ func (c *UDPConn) Stats() backend.Stats {
 // Close closes the socket; a reader waiting in another goroutine returns
 // ErrClosed.
 func (c *UDPConn) Close() error { return c.close() }
+
+// LastTxStamp returns the kernel's software transmit stamp of the latest
+// datagram whose stamp has reached the error queue (Options.Timestamps).
+// seq counts from 0, the first datagram the socket sent.
+func (c *UDPConn) LastTxStamp() (uint64, backend.Timestamp, bool) {
+	if c.gate.W.Enter() {
+		c.txs.drain(c.fd)
+		c.gate.W.Exit()
+	}
+	return c.txs.seq, c.txs.stamp, c.txs.ok
+}
 
 // SyscallConn returns the socket's raw descriptor access, for options
 // lowlat does not wrap.

@@ -21,13 +21,14 @@ import (
 // Socket is a UDP endpoint on a Stack. It implements backend.PacketConn;
 // see package backend for the rules on buffers and concurrency.
 type Socket struct {
-	st     *Stack
-	laddr  netip.AddrPort
-	key    flowKey
-	spin   bool
-	stamps bool // receive stamps asked for (Options.Timestamps)
-	info   backend.Info
-	res    Reservation
+	st       *Stack
+	laddr    netip.AddrPort
+	key      flowKey
+	spin     bool
+	stamps   bool // receive stamps asked for (Options.Timestamps)
+	txStamps bool // transmit stamps asked for (Options.TxTimestamps)
+	info     backend.Info
+	res      Reservation
 
 	gate    gate.Pair // calls in flight; Close waits for them
 	timeout atomic.Int64
@@ -39,6 +40,8 @@ type Socket struct {
 
 	tmpl       frame.Template // under st.txMu
 	maxPayload int
+	txSeq      uint64 // under st.txMu: the number of the last datagram stamped
+	txStamp    int64  // under st.txMu: its ClockUser stamp; 0 for none
 
 	mu     sync.Mutex   // joins and Close
 	groups []membership // joined groups; changed under mu and st.rxMu, read by demux under st.rxMu
@@ -55,6 +58,7 @@ type Socket struct {
 var (
 	_ backend.PacketConn = (*Socket)(nil)
 	_ backend.ReadyFD    = (*Socket)(nil)
+	_ backend.TxStamper  = (*Socket)(nil)
 )
 
 // Hot-path errors.
@@ -86,7 +90,7 @@ func (st *Stack) Listen(laddr netip.AddrPort, o backend.Options) (_ *Socket, err
 		st.Release()
 		return nil, backend.Unsupported("%s: a user-space stack's ports are its own: address reuse (ReuseAddr) is for kernel sockets", st.name)
 	}
-	s := &Socket{st: st, spin: o.Wait != backend.WaitBlock, stamps: o.Timestamps != backend.TimestampsOff}
+	s := &Socket{st: st, spin: o.Wait != backend.WaitBlock, stamps: o.Timestamps != backend.TimestampsOff, txStamps: o.TxTimestamps}
 	u := &s.undo
 	u.Add(st.Release)
 	defer u.RunIfFailed(&err)
@@ -522,6 +526,10 @@ func (s *Socket) flush() (int, error) {
 	// finds the count behind; frames the device refused are taken back.
 	s.tx.Add(uint64(st.staged))
 	n, err := st.d.Kick()
+	if s.txStamps && n > 0 {
+		s.txStamp = time.Now().UnixNano()
+		s.txSeq = s.tx.Load() - uint64(st.staged-n) - 1
+	}
 	if n < st.staged {
 		s.tx.Add(^uint64(st.staged - n - 1))
 		if err == nil {
@@ -715,6 +723,18 @@ func (s *Socket) admits(group, src netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// LastTxStamp returns the user-space stamp taken when the socket's latest
+// datagram was handed to the device (with Options.Timestamps), and its
+// number, counting from 0.
+func (s *Socket) LastTxStamp() (uint64, backend.Timestamp, bool) {
+	s.st.txMu.Lock()
+	defer s.st.txMu.Unlock()
+	if s.txStamp == 0 {
+		return 0, backend.Timestamp{}, false
+	}
+	return s.txSeq, backend.Timestamp{Ns: s.txStamp, Clock: backend.ClockUser}, true
 }
 
 // Closed reports whether Close has been called.

@@ -532,7 +532,7 @@ func udpFrom(t testing.TB, src netip.AddrPort, dst netip.AddrPort, payload []byt
 // queued datagrams keep all of it.
 func TestMessageMetadata(t *testing.T) {
 	r := newRig(t)
-	s := r.listen(t, 5000, backend.Options{Timestamps: backend.TimestampsSoftware})
+	s := r.listen(t, 5000, backend.Options{Timestamps: backend.TimestampsSoftware, TxTimestamps: true})
 	other := r.listen(t, 5001, backend.Options{})
 	r.st.Release()
 	g := netip.MustParseAddr("239.1.1.1")
@@ -569,6 +569,17 @@ func TestMessageMetadata(t *testing.T) {
 	m := []backend.Message{{Buf: make([]byte, 8)}}
 	if _, err := other.ReadBatch(m); err != nil || !m[0].Stamp.IsZero() {
 		t.Fatalf("unstamped socket: %+v, %v", m[0], err)
+	}
+	// Transmit stamps: numbered from 0, taken as the frame goes out.
+	if _, _, ok := s.LastTxStamp(); ok {
+		t.Fatal("a transmit stamp before any send")
+	}
+	for range 3 {
+		s.WriteTo([]byte("x"), netip.AddrPortFrom(peerIP, 1))
+	}
+	seq, ts, ok := s.LastTxStamp()
+	if !ok || seq != 2 || ts.Clock != backend.ClockUser || ts.Ns < after {
+		t.Fatalf("LastTxStamp = %d, %+v, %v", seq, ts, ok)
 	}
 	if _, err := r.st.Listen(netip.MustParseAddrPort("0.0.0.0:5002"), backend.Options{ReuseAddr: true}); !errors.Is(err, backend.ErrNotSupported) {
 		t.Fatalf("ReuseAddr on a stack: %v, want ErrNotSupported", err)
