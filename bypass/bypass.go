@@ -11,6 +11,7 @@ import (
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/efvi"
 	"github.com/lowlat/lowlat/bypass/kernel"
+	"github.com/lowlat/lowlat/bypass/onload"
 )
 
 // The types of the API are defined in package backend, which the backend
@@ -33,6 +34,7 @@ type (
 	TimestampMode    = backend.TimestampMode
 	MulticastOptions = backend.MulticastOptions
 	ReadyFD          = backend.ReadyFD
+	TxStamper        = backend.TxStamper
 )
 
 // Timestamp modes and clocks.
@@ -65,6 +67,7 @@ var (
 // backends lists every backend, fastest first; auto tries them in order.
 func backends() []backend.Backend {
 	return []backend.Backend{
+		onload.Backend{},
 		efvi.Backend{},
 		afxdp.Backend{},
 		kernel.BusyPoll{},
@@ -80,6 +83,25 @@ func Backends() []string {
 		names = append(names, b.Name())
 	}
 	return names
+}
+
+// AutoSkip returns why auto selection passes over the named backend
+// without trying it, or nil when it is worth trying: a backend that works
+// when named but is no faster than the next one here (onload in a process
+// Onload was not preloaded into) says so.
+func AutoSkip(name string) error {
+	b, err := Lookup(name)
+	if err != nil {
+		return err
+	}
+	return autoSkip(b)
+}
+
+func autoSkip(b backend.Backend) error {
+	if a, ok := b.(interface{ AutoSelect() error }); ok {
+		return a.AutoSelect()
+	}
+	return nil
 }
 
 // Lookup returns the backend with the given name.
@@ -109,6 +131,10 @@ func ListenUDP(laddr netip.AddrPort, o Options) (PacketConn, error) {
 	}
 	var skipped []Skip
 	for _, b := range backends() {
+		if err := autoSkip(b); err != nil {
+			skipped = append(skipped, Skip{Backend: b.Name(), Reason: err})
+			continue
+		}
 		o.Skipped = skipped
 		c, err := b.ListenUDP(laddr, o)
 		if err == nil {
@@ -200,6 +226,10 @@ func streamBackend(o Options) (backend.StreamBackend, []Skip, error) {
 		}
 		if !ok {
 			skipped = append(skipped, Skip{Backend: b.Name(), Reason: backend.Unsupported("carries UDP only")})
+			continue
+		}
+		if err := autoSkip(b); err != nil {
+			skipped = append(skipped, Skip{Backend: b.Name(), Reason: err})
 			continue
 		}
 		return sb, skipped, nil

@@ -46,6 +46,11 @@ type Config struct {
 	Intervals IntervalSink
 	// IntervalLength is the interval for Intervals; zero means one second.
 	IntervalLength time.Duration
+	// Stages splits each measured round trip into stages (see Stages)
+	// from timestamps: the client's connection must have Timestamps and
+	// TxTimestamps on and the server receive stamps, over UDP with the
+	// lowlat wire and messages of at least MinStageSize bytes.
+	Stages bool
 }
 
 func (c Config) wire() Wire {
@@ -80,6 +85,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("max lost in a row %d: negative", c.MaxLostInARow)
 	case c.IntervalLength < 0:
 		return fmt.Errorf("interval length %v: negative", c.IntervalLength)
+	case c.Stages && w != Lowlat:
+		return fmt.Errorf("stages need the lowlat wire format, not %s", w.Name())
+	case c.Stages && size < MinStageSize:
+		return fmt.Errorf("stages need messages of at least %d bytes (the server's stage rides after the header), not %d", MinStageSize, size)
 	}
 	return nil
 }
@@ -129,6 +138,15 @@ type Client struct {
 
 	ivl              *hdrhistogram.Histogram
 	ivlStart, ivlLen int64
+
+	// With Config.Stages: the stamped transport, the stage histograms, the
+	// CLOCK_REALTIME of the request in flight's send call, and the stages
+	// of the latest sample split.
+	str        stampedTransport
+	stg        *stageHists
+	sendWall   int64
+	rxStamp    bypass.Timestamp
+	lastStages Stages
 }
 
 // NewClient returns a client that sends cfg.Size-byte requests over tr. It
@@ -167,6 +185,13 @@ func NewClient(tr Transport, cfg Config) (*Client, error) {
 		c.ivl = NewHistogram()
 		c.ivlLen = int64(cfg.IntervalLength)
 	}
+	if cfg.Stages {
+		st, ok := tr.(stampedTransport)
+		if !ok {
+			return nil, errors.New("stages need a UDP transport (PacketTransport)")
+		}
+		c.str, c.stg = st, newStageHists()
+	}
 	if err := tr.SetReadTimeout(cfg.Timeout); err != nil {
 		return nil, fmt.Errorf("set read timeout: %w", err)
 	}
@@ -180,6 +205,11 @@ type Result struct {
 	Counters Counters
 	Start    time.Time     // when the measured phase began
 	Elapsed  time.Duration // how long it lasted
+
+	// With Config.Stages: each stage's histogram, in StageNames' order,
+	// and the samples that could not be split.
+	Stages        [4]*hdrhistogram.Histogram
+	StagesMissing StagesMissing
 }
 
 // Summary returns the statistics of r.Hist.
@@ -265,14 +295,21 @@ func (c *Client) explain(err error) error {
 }
 
 func (c *Client) result(start, end int64) *Result {
-	return &Result{
+	r := &Result{
 		Size:     c.cfg.Size,
 		Hist:     c.hist,
 		Counters: c.ctr,
 		Start:    c.clk.Wall(start),
 		Elapsed:  time.Duration(end - start),
 	}
+	if c.stg != nil {
+		r.Stages, r.StagesMissing = c.stg.h, c.stg.missing
+	}
+	return r
 }
+
+// LastStages returns the stages of the latest sample that was split.
+func (c *Client) LastStages() Stages { return c.lastStages }
 
 // Counters returns the counts so far.
 func (c *Client) Counters() Counters { return c.ctr }
@@ -305,12 +342,21 @@ func (c *Client) roundTrip(measure bool) (int64, error) {
 		return 0, err
 	}
 	for {
-		n, err := c.tr.Recv(c.resp)
+		var n int
+		var err error
+		if c.str != nil {
+			n, c.rxStamp, err = c.str.recvStamped(c.resp)
+		} else {
+			n, err = c.tr.Recv(c.resp)
+		}
 		now := c.clk.Now()
 		c.now = now
 		timedOut := false
 		if err == nil {
 			if rtt, ok := c.take(c.resp[:n], now, measure); ok {
+				if measure && c.stg != nil {
+					c.splitStages(rtt, c.resp[:n])
+				}
 				return rtt, nil
 			}
 		} else {
@@ -341,6 +387,10 @@ func (c *Client) send() error {
 
 	c.sent = c.clk.Now()
 	c.wire.PutRequest(c.req, seq, c.sent)
+	if c.stg != nil {
+		c.req[5] |= FlagStages
+		c.sendWall = time.Now().UnixNano()
+	}
 	if err := c.tr.Send(c.req); err != nil {
 		c.now = c.clk.Now()
 		return err
@@ -381,6 +431,17 @@ func (c *Client) take(msg []byte, now int64, measure bool) (int64, bool) {
 		c.ctr.OutOfOrder++
 	}
 	return 0, false
+}
+
+// splitStages splits the sample just taken (round trip rtt, reply the
+// reply) into stages and records them.
+func (c *Client) splitStages(rtt int64, reply []byte) {
+	tx, txOK := c.str.txStamp()
+	server, serverOK := serverStage(reply)
+	if st, ok := c.stg.split(rtt, c.sendWall, c.rxStamp, tx, txOK, server, serverOK); ok {
+		c.stg.record(st)
+		c.lastStages = st
+	}
 }
 
 // overdue reports whether the reply to the request in flight is late at now.

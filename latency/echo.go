@@ -109,13 +109,17 @@ func (s *EchoServer) countGarbage(err error) {
 // connections from one goroutine.) Garbage is counted and
 // dropped. It returns early only when reading fails for another reason.
 // It allocates one buffer, one byte longer than the largest message so an
-// oversized datagram is seen as such, and nothing per message.
+// oversized datagram is seen as such, and nothing per message. A request
+// that asks for the server's stage (FlagStages) gets it in the reply, from
+// the request's receive stamp when c has Timestamps on.
 func (s *EchoServer) ServePacket(c bypass.PacketConn) error {
 	w := s.wire()
 	limit := w.MaxSize()
-	buf := make([]byte, limit+1)
+	msg := []bypass.Message{{Buf: make([]byte, limit+1)}}
+	buf := msg[0].Buf
 	for {
-		n, from, err := c.ReadFrom(buf)
+		_, err := c.ReadBatch(msg)
+		n, from := msg[0].N, msg[0].Addr
 		if err != nil {
 			if errors.Is(err, bypass.ErrClosed) {
 				return nil
@@ -129,6 +133,7 @@ func (s *EchoServer) ServePacket(c bypass.PacketConn) error {
 		if reply == nil {
 			continue
 		}
+		putServerStage(reply, msg[0].Stamp)
 		if _, err := c.WriteTo(reply, from); err != nil {
 			if errors.Is(err, bypass.ErrClosed) {
 				return nil
@@ -185,6 +190,7 @@ func (s *EchoServer) ServePoller(ctx context.Context, p *bypass.Poller) error {
 			if reply == nil {
 				continue
 			}
+			putServerStage(reply, m.Stamp)
 			if _, err := m.Conn.WriteTo(reply, m.Addr); err != nil {
 				if errors.Is(err, bypass.ErrClosed) {
 					return nil

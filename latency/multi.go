@@ -53,6 +53,9 @@ func NewMultiClient(peers []Peer, cfg Config) (*MultiClient, error) {
 	if len(peers) == 0 {
 		return nil, errors.New("no peers")
 	}
+	if cfg.Stages {
+		return nil, errors.New("stages are measured with one peer at a time")
+	}
 	wait := bypass.WaitBlock
 	for _, p := range peers {
 		if p.Conn.Info().Wait == bypass.WaitSpin {

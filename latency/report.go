@@ -79,6 +79,12 @@ type Report struct {
 	Sent    uint64  `json:"sent"`
 	Lost    uint64  `json:"lost"`
 	RTT     Summary `json:"rtt_ns"`
+	// Stages, with Config.Stages, summarises each stage of the round trip
+	// under its name (client_tx, network, server, client_rx), with the
+	// keys of rtt_ns; StagesMissing counts the samples that could not be
+	// split, by the stamp that was missing.
+	Stages        map[string]Summary `json:"stages_ns,omitempty"`
+	StagesMissing *StagesMissing     `json:"stages_missing,omitempty"`
 
 	// Counters has every count; the table prints them, JSON does not.
 	Counters Counters `json:"-"`
@@ -86,7 +92,7 @@ type Report struct {
 
 // NewReport describes r, measured over backend and proto ("udp", "tcp").
 func NewReport(r *Result, backend, proto string) Report {
-	return Report{
+	rep := Report{
 		Tool:     "latprobe",
 		Backend:  backend,
 		Proto:    proto,
@@ -97,6 +103,17 @@ func NewReport(r *Result, backend, proto string) Report {
 		RTT:      r.Summary(),
 		Counters: r.Counters,
 	}
+	if r.Stages[0] != nil {
+		rep.Stages = make(map[string]Summary, len(StageNames))
+		for i, name := range StageNames {
+			rep.Stages[name] = Summarize(r.Stages[i])
+		}
+		if r.StagesMissing.Total() > 0 {
+			m := r.StagesMissing
+			rep.StagesMissing = &m
+		}
+	}
+	return rep
 }
 
 // WriteJSON writes each report as one line of JSON.
@@ -150,6 +167,46 @@ func WriteTable(w io.Writer, reports ...Report) error {
 			r.Proto, r.Size, c.Sent, c.Received, c.Lost, c.Duplicates, c.OutOfOrder, c.Foreign, c.Malformed, c.Warmup); err != nil {
 			return err
 		}
+	}
+	for _, r := range reports {
+		if err := writeStages(w, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeStages writes a report's stage table, when it has one: where each
+// round trip's time went, in µs.
+func writeStages(w io.Writer, r Report) error {
+	if r.Stages == nil {
+		return nil
+	}
+	fmt.Fprintf(w, "\nstages of the %d B round trip", r.Size)
+	if r.Peer != "" {
+		fmt.Fprintf(w, " to %s", r.Peer)
+	}
+	fmt.Fprintln(w, ", in µs (they add up to each round trip):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "stage	")
+	for _, c := range Columns {
+		fmt.Fprintf(tw, "%s\t", c)
+	}
+	fmt.Fprintln(tw)
+	for _, name := range StageNames {
+		fmt.Fprintf(tw, "%s\t", name)
+		for _, v := range r.Stages[name].Values() {
+			fmt.Fprintf(tw, "%.2f\t", float64(v)/1e3)
+		}
+		fmt.Fprintln(tw)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if m := r.StagesMissing; m != nil {
+		_, err := fmt.Fprintf(w, "not split: %d samples (no receive stamp %d, no transmit stamp %d, no server stage %d, a NIC clock %d)\n",
+			m.Total(), m.RxStamp, m.TxStamp, m.ServerStage, m.Clock)
+		return err
 	}
 	return nil
 }

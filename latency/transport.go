@@ -35,6 +35,7 @@ func PacketTransport(c bypass.PacketConn, peer netip.AddrPort) Transport {
 type packetTransport struct {
 	c    bypass.PacketConn
 	peer netip.AddrPort
+	msg  [1]bypass.Message // recvStamped's
 }
 
 func (t *packetTransport) Send(b []byte) error {
