@@ -21,7 +21,6 @@ import (
 // (SCM_TIMESTAMPING: three timespecs), each behind a cmsghdr.
 const ctlSize = 128
 
-
 // setupUDP applies the options that must precede bind (address reuse) and
 // those that shape what recvmmsg reports: the destination of each
 // datagram, always, and timestamps when asked.
