@@ -340,3 +340,55 @@ func TestBlockingPoller(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceSpecificOnAFXDP: an afxdp socket joined to a group for one
+// source receives that source's datagrams and not another's, though the
+// XDP program steers the group's whole port; leaving stops delivery.
+func TestSourceSpecificOnAFXDP(t *testing.T) {
+	p := newPair(t)
+	other := netip.MustParseAddr("10.198.9.1")
+	p.Exec(t, p.A, "ip", "addr", "add", other.String()+"/32", "dev", p.A.Link)
+	p.Exec(t, p.B, "ip", "route", "add", "10.198.9.0/24", "dev", p.B.Link)
+	group := netip.MustParseAddr("232.9.9.9")
+	var rx backend.PacketConn
+	if err := p.B.Do(func() (err error) {
+		rx, err = afxdp.Backend{}.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), port), backend.Options{Interface: p.B.Link, ReadTimeout: 200 * time.Millisecond})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	if err := rx.JoinSourceGroup(group, p.A.Addr); err != nil {
+		t.Fatal(err)
+	}
+	send := func(src netip.Addr, msg string) {
+		t.Helper()
+		fd := multicastSender(t, p.A)
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: src.As4()}); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Sendto(fd, []byte(msg), 0, &unix.SockaddrInet4{Port: port, Addr: group.As4()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(other, "no")
+	send(p.A.Addr, "yes")
+	buf := make([]byte, 16)
+	n, from, err := rx.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "yes" || from.Addr() != p.A.Addr {
+		t.Fatalf("read %q from %v, %v; want only the joined source's datagram", buf[:n], from, err)
+	}
+	if _, _, err := rx.ReadFrom(buf); !errors.Is(err, backend.ErrTimeout) {
+		t.Fatalf("a second read: %v, want a timeout (the other source's datagram dropped)", err)
+	}
+	if d := rx.Stats().DropNotOurs; d == 0 {
+		t.Fatal("the other source's datagram was not seen and dropped by the stack's source filter")
+	}
+	if err := rx.LeaveSourceGroup(group, p.A.Addr); err != nil {
+		t.Fatal(err)
+	}
+	send(p.A.Addr, "after")
+	if _, _, err := rx.ReadFrom(buf); !errors.Is(err, backend.ErrTimeout) {
+		t.Fatalf("read after leaving: %v, want a timeout", err)
+	}
+}
