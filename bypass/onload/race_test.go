@@ -1,0 +1,5 @@
+//go:build linux && onload && cgo && race
+
+package onload_test
+
+const raceEnabled = true

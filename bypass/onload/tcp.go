@@ -1,0 +1,340 @@
+//go:build linux && onload && cgo
+
+package onload
+
+/*
+#include "ll_onload.h"
+*/
+import "C"
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lowlat/lowlat/bypass/backend"
+)
+
+// MaxStreamMessage is the largest message ReadMsg and WriteMsg carry, as
+// on the kernel backends.
+const MaxStreamMessage = 1 << 20
+
+// streamHeader is the length prefix WriteMsg puts before each message.
+const streamHeader = 4
+
+// Stream is a connected TCP socket whose every operation is a C library
+// call, with TCP_NODELAY set, and TCP_QUICKACK once at setup.
+type Stream struct {
+	sock
+	laddr, raddr netip.AddrPort
+	info         backend.Info
+	stat         Stat
+
+	rbuf        []byte // reader-owned: bytes received but not yet returned
+	rhead, rend int
+	wbuf        []byte // writer-owned: header and payload of one message
+	wsent       C.size_t
+}
+
+var (
+	_ backend.Stream         = (*Stream)(nil)
+	_ backend.StreamListener = (*Listener)(nil)
+	_ stater                 = (*Stream)(nil)
+	_ stater                 = (*Listener)(nil)
+)
+
+func newStream(s *C.struct_ll_sock, spin bool, o backend.Options) (*Stream, error) {
+	for _, opt := range []struct {
+		name string
+		opt  int
+	}{{"TCP_NODELAY", unix.TCP_NODELAY}, {"TCP_QUICKACK", unix.TCP_QUICKACK}} {
+		if err := setInt(s.fd, unix.IPPROTO_TCP, opt.opt, 1, opt.name); err != nil {
+			return nil, err
+		}
+	}
+	st := &Stream{
+		sock: sock{s: s, fd: s.fd, spin: spin},
+		info: backend.Info{Backend: "onload", Wait: waitOf(spin), Queue: -1, Skipped: o.Skipped},
+		rbuf: make([]byte, streamHeader+MaxStreamMessage),
+		wbuf: make([]byte, streamHeader+MaxStreamMessage),
+	}
+	st.timeout.Store(int64(o.ReadTimeout))
+	st.laddr, _ = sockName(s.fd, false)
+	st.raddr, _ = sockName(s.fd, true)
+	st.stat = statFD(s.fd)
+	st.info.Notes = onloadNotes(st.stat)
+	return st, nil
+}
+
+// sockName is getsockname(3), or getpeername(3) when peer is set.
+func sockName(fd C.int, peer bool) (netip.AddrPort, error) {
+	var ra rawAddr
+	l := C.uint32_t(unsafe.Sizeof(ra))
+	op, rc := "getsockname", C.int(0)
+	if peer {
+		op, rc = "getpeername", C.ll_getpeername(fd, unsafe.Pointer(&ra), &l)
+	} else {
+		rc = C.ll_getsockname(fd, unsafe.Pointer(&ra), &l)
+	}
+	if rc < 0 {
+		return netip.AddrPort{}, os.NewSyscallError(op, errnoOf(rc))
+	}
+	return decode(&ra), nil
+}
+
+func dialTCP(raddr netip.AddrPort, o backend.Options) (_ *Stream, err error) {
+	if _, err := KeepSignal(); err != nil {
+		return nil, err
+	}
+	family, v6 := familyOf(raddr)
+	spin := o.Wait != backend.WaitBlock
+	s, err := openSock(C.int(family), unix.SOCK_STREAM, spin, 1, o.WriteTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			discard(s)
+		}
+	}()
+	var info backend.Info
+	if err := applyOptions(s.fd, o, v6, &info); err != nil {
+		return nil, err
+	}
+	var ra rawAddr
+	l := encode(&ra, raddr, v6)
+	if rc := C.ll_connect(s, unsafe.Pointer(&ra), C.uint32_t(l), C.int64_t(o.DialTimeout)); rc < 0 {
+		if e := errnoOf(rc); e == unix.ETIMEDOUT && o.DialTimeout > 0 {
+			return nil, errors.Join(backend.ErrTimeout, os.NewSyscallError("connect", e))
+		}
+		return nil, os.NewSyscallError("connect", errnoOf(rc))
+	}
+	st, err := newStream(s, spin, o)
+	if err != nil {
+		return nil, err
+	}
+	st.info.Notes = append(info.Notes, st.info.Notes...)
+	return st, nil
+}
+
+// Read returns buffered bytes first, then reads the socket: one recv(3)
+// call per attempt. It returns io.EOF when the peer has closed the stream.
+func (s *Stream) Read(b []byte) (int, error) {
+	if s.rhead < s.rend {
+		n := copy(b, s.rbuf[s.rhead:s.rend])
+		s.rhead += n
+		return n, nil
+	}
+	return s.recv(b)
+}
+
+func (s *Stream) recv(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	if !s.gate.R.Enter() {
+		return 0, backend.ErrClosed
+	}
+	r := C.ll_recv(s.s, unsafe.Pointer(&b[0]), C.size_t(len(b)), C.int64_t(s.timeout.Load()))
+	s.gate.R.Exit()
+	if r < 0 {
+		return 0, s.mapErr("recv", errnoOf(r))
+	}
+	if r == 0 {
+		return 0, io.EOF
+	}
+	return int(r), nil
+}
+
+// fill reads until at least need bytes are buffered.
+func (s *Stream) fill(need int) error {
+	if s.rend-s.rhead >= need {
+		return nil
+	}
+	if s.rhead > 0 {
+		s.rend = copy(s.rbuf, s.rbuf[s.rhead:s.rend])
+		s.rhead = 0
+	}
+	for s.rend < need {
+		n, err := s.recv(s.rbuf[s.rend:])
+		if err != nil {
+			if err == io.EOF && s.rend > 0 {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		s.rend += n
+	}
+	return nil
+}
+
+// errFrame reports a length prefix larger than MaxStreamMessage: the
+// stream is not speaking lowlat's framing.
+var errFrame = errors.New("framed message longer than MaxStreamMessage")
+
+// ReadMsg returns the next message written by WriteMsg. A message longer
+// than b is consumed and reported as ErrMessageTooLong.
+func (s *Stream) ReadMsg(b []byte) (int, error) {
+	if err := s.fill(streamHeader); err != nil {
+		return 0, err
+	}
+	l := int(binary.BigEndian.Uint32(s.rbuf[s.rhead:]))
+	if l > MaxStreamMessage {
+		return 0, errFrame
+	}
+	if err := s.fill(streamHeader + l); err != nil {
+		return 0, err
+	}
+	start := s.rhead + streamHeader
+	s.rhead = start + l
+	if l > len(b) {
+		return 0, backend.ErrMessageTooLong
+	}
+	return copy(b, s.rbuf[start:start+l]), nil
+}
+
+// Write sends all of b: one send(3) call, more when the stack takes part.
+func (s *Stream) Write(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	if !s.gate.W.Enter() {
+		return 0, backend.ErrClosed
+	}
+	r := C.ll_send(s.s, unsafe.Pointer(&b[0]), C.size_t(len(b)), &s.wsent)
+	sent := int(s.wsent)
+	s.gate.W.Exit()
+	if r < 0 {
+		return sent, s.mapErr("send", errnoOf(r))
+	}
+	return sent, nil
+}
+
+// WriteMsg sends b with its length prefix in one send(3).
+func (s *Stream) WriteMsg(b []byte) error {
+	if len(b) > MaxStreamMessage {
+		return backend.ErrMessageTooLong
+	}
+	binary.BigEndian.PutUint32(s.wbuf, uint32(len(b)))
+	n := copy(s.wbuf[streamHeader:], b)
+	_, err := s.Write(s.wbuf[:streamHeader+n])
+	return err
+}
+
+// SetReadTimeout bounds each read.
+func (s *Stream) SetReadTimeout(d time.Duration) error { return s.setReadTimeout(d) }
+
+// LocalAddr is the stream's own address.
+func (s *Stream) LocalAddr() netip.AddrPort { return s.laddr }
+
+// RemoteAddr is the peer's address.
+func (s *Stream) RemoteAddr() netip.AddrPort { return s.raddr }
+
+// Info names the backend, its wait mode, and whether Onload has the socket.
+func (s *Stream) Info() backend.Info { return s.info }
+
+// Onload is what Onload said about the socket when it connected.
+func (s *Stream) Onload() Stat { return s.stat }
+
+// Close closes the stream; a reader waiting in another goroutine returns
+// ErrClosed.
+func (s *Stream) Close() error { return s.close() }
+
+// Listener accepts Streams.
+type Listener struct {
+	sock
+	addr netip.AddrPort
+	o    backend.Options
+	stat Stat
+}
+
+func listenTCP(laddr netip.AddrPort, o backend.Options) (_ *Listener, err error) {
+	if _, err := KeepSignal(); err != nil {
+		return nil, err
+	}
+	family, v6 := familyOf(laddr)
+	s, err := openSock(C.int(family), unix.SOCK_STREAM, false, 1, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			discard(s)
+		}
+	}()
+	if err := setInt(s.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, "SO_REUSEADDR"); err != nil {
+		return nil, err
+	}
+	var ra rawAddr
+	l := encode(&ra, laddr, v6)
+	if rc := C.ll_bind(s.fd, unsafe.Pointer(&ra), C.uint32_t(l)); rc < 0 {
+		return nil, os.NewSyscallError("bind", errnoOf(rc))
+	}
+	if rc := C.ll_listen(s.fd, backend.DefaultBacklog); rc < 0 {
+		return nil, os.NewSyscallError("listen", errnoOf(rc))
+	}
+	addr, err := sockName(s.fd, false)
+	if err != nil {
+		return nil, err
+	}
+	return &Listener{sock: sock{s: s, fd: s.fd}, addr: addr, o: o, stat: statFD(s.fd)}, nil
+}
+
+// Accept waits in poll(3) for the next connection and takes it with
+// accept4(3). Close from another goroutine wakes it with ErrClosed.
+func (l *Listener) Accept() (backend.Stream, error) {
+	if !l.gate.R.Enter() {
+		return nil, backend.ErrClosed
+	}
+	defer l.gate.R.Exit()
+	var ra rawAddr
+	alen := C.uint32_t(unsafe.Sizeof(ra))
+	fd := C.ll_accept(l.s, unsafe.Pointer(&ra), &alen)
+	if fd < 0 {
+		if l.gate.Closed() {
+			return nil, backend.ErrClosed
+		}
+		return nil, acceptErr(l.addr, os.NewSyscallError("accept4", errnoOf(fd)))
+	}
+	spin := l.o.Wait != backend.WaitBlock
+	var e C.int
+	s := C.ll_adopt(fd, boolInt(spin), 1, C.int64_t(l.o.WriteTimeout), &e)
+	if s == nil {
+		C.ll_close(&C.struct_ll_sock{fd: fd})
+		return nil, acceptErr(l.addr, os.NewSyscallError("accept", errnoOf(e)))
+	}
+	st, err := newStream(s, spin, l.o)
+	if err != nil {
+		discard(s)
+		return nil, acceptErr(l.addr, err)
+	}
+	return st, nil
+}
+
+func acceptErr(addr netip.AddrPort, err error) error {
+	return fmt.Errorf("onload: accept on %v: %w", addr, err)
+}
+
+func boolInt(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Addr is the listening address.
+func (l *Listener) Addr() netip.AddrPort { return l.addr }
+
+// Onload is what Onload said about the listening socket.
+func (l *Listener) Onload() Stat { return l.stat }
+
+// Close stops listening; an Accept waiting in another goroutine returns
+// ErrClosed.
+func (l *Listener) Close() error { return l.close() }
