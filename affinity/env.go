@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/lowlat/lowlat/internal/cli"
 )
 
 // Variables that tools/onload-run sets for the program it starts, beyond
@@ -35,11 +37,12 @@ func ReadProgramEnv(lookup func(string) (string, bool)) (ProgramEnv, error) {
 	if lookup == nil {
 		lookup = os.LookupEnv
 	}
+	// As for every LOWLAT_* variable, empty or blank is the same as unset.
 	var e ProgramEnv
-	if v, ok := lookup(EnvCPUs); ok {
-		s, err := ParseCPUList(v)
+	if v, ok := lookup(EnvCPUs); ok && strings.TrimSpace(v) != "" {
+		s, err := ParseCPUList(strings.TrimSpace(v))
 		if err != nil {
-			return e, fmt.Errorf("%s: %w", EnvCPUs, err)
+			return e, fmt.Errorf("%s=%s: %w", EnvCPUs, cli.Quote(v), err)
 		}
 		e.CPUs = s
 	}
@@ -49,7 +52,7 @@ func ReadProgramEnv(lookup func(string) (string, bool)) (ProgramEnv, error) {
 			e.Mlockall = true
 		case "0", "false", "":
 		default:
-			return e, fmt.Errorf("%s=%q: want 1 or 0", EnvMlockall, v)
+			return e, fmt.Errorf("%s=%s: want 1 or 0", EnvMlockall, cli.Quote(v))
 		}
 	}
 	return e, nil

@@ -12,6 +12,9 @@ func LockHost(path, journalDir string, command []string, restoring bool) (*HostL
 	return nil, fmt.Errorf("host lock: %w", ErrNotSupported)
 }
 
+// CheckLockFile is not supported off Linux.
+func CheckLockFile(path string) error { return fmt.Errorf("host lock: %w", ErrNotSupported) }
+
 // Path is empty off Linux.
 func (l *HostLock) Path() string { return "" }
 

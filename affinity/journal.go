@@ -26,9 +26,10 @@ const JournalDirEnv = "LOWLAT_JOURNAL_DIR"
 // JournalFile is the journal's file name inside its directory.
 const JournalFile = "journal.json"
 
-// JournalDir returns the directory from JournalDirEnv, or DefaultJournalDir.
+// JournalDir returns the directory from JournalDirEnv, or DefaultJournalDir
+// when it is unset, empty or blank.
 func JournalDir() string {
-	if d := os.Getenv(JournalDirEnv); d != "" {
+	if d := os.Getenv(JournalDirEnv); strings.TrimSpace(d) != "" {
 		return d
 	}
 	return DefaultJournalDir

@@ -24,10 +24,10 @@ func checkTrusted(path string, fi fs.FileInfo) error {
 		return nil
 	}
 	if st.Uid != 0 {
-		return fmt.Errorf("%s is owned by uid %d, not root: not trusted", path, st.Uid)
+		return fmt.Errorf("%s is owned by uid %d, not root: %w", path, st.Uid, ErrNotTrusted)
 	}
 	if fi.Mode().Perm()&0o022 != 0 && !(fi.IsDir() && fi.Mode()&fs.ModeSticky != 0) {
-		return fmt.Errorf("%s is writable by group or others (mode %v): not trusted", path, fi.Mode().Perm())
+		return fmt.Errorf("%s is writable by group or others (mode %v): %w", path, fi.Mode().Perm(), ErrNotTrusted)
 	}
 	return nil
 }

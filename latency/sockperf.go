@@ -157,16 +157,29 @@ const (
 // prefixLen is the length prefix of bypass.Stream's WriteMsg framing.
 const prefixLen = 4
 
-// framer cuts messages out of a raw byte stream read with Read. It owns
-// one buffer, sized for two of the largest messages, and allocates nothing
-// per message. A message it returns stays valid until the next call.
+// framer cuts messages out of a raw byte stream read with Read. Its one
+// buffer is sized to what is in flight: none until the first read, then
+// framerSmall bytes, doubled only when it is full of bytes that arrived and
+// the message needs more, up to one largest message (a length field alone
+// allocates nothing: a peer must send what it makes the framer hold). A
+// grown buffer is let go once it is empty after shrinkAfter small messages
+// in a row, or after a read timeout with nothing buffered. In a steady
+// stream it allocates nothing per message. A message it returns stays valid
+// until the next call.
 type framer struct {
 	st        bypass.Stream
 	mode      int
 	max       int // largest message
 	buf       []byte
 	head, end int
+	small     int // messages in a row that fit framerSmall, while buf is larger
 }
+
+// Framer buffer sizes.
+const (
+	framerSmall = 4 << 10
+	shrinkAfter = 64
+)
 
 func newFramer(st bypass.Stream, w Wire) *framer {
 	f := &framer{st: st, max: w.MaxSize()}
@@ -178,11 +191,11 @@ func newFramer(st bypass.Stream, w Wire) *framer {
 	default:
 		f.mode = framingPrefix
 	}
-	f.buf = make([]byte, 2*(f.max+prefixLen))
 	return f
 }
 
-// fill reads until at least need bytes are buffered after head.
+// fill reads until at least need bytes are buffered after head (need is at
+// most prefixLen plus the largest message).
 func (f *framer) fill(need int) error {
 	if f.end-f.head >= need {
 		return nil
@@ -192,10 +205,19 @@ func (f *framer) fill(need int) error {
 		f.head = 0
 	}
 	for f.end-f.head < need {
+		if f.end == len(f.buf) {
+			nb := make([]byte, min(max(2*len(f.buf), framerSmall), f.max+prefixLen))
+			f.end = copy(nb, f.buf[f.head:f.end])
+			f.head = 0
+			f.buf = nb
+		}
 		n, err := f.st.Read(f.buf[f.end:])
 		if err != nil {
 			if err == io.EOF && f.end > f.head {
 				return io.ErrUnexpectedEOF
+			}
+			if f.end == f.head && len(f.buf) > framerSmall && errors.Is(err, bypass.ErrTimeout) {
+				f.release() // idle
 			}
 			return err
 		}
@@ -204,8 +226,32 @@ func (f *framer) fill(need int) error {
 	return nil
 }
 
+// release lets the buffer go; the next read takes a small one.
+func (f *framer) release() { f.buf, f.head, f.end, f.small = nil, 0, 0, 0 }
+
+// took notes a message of l bytes (with its framing) taken from the buffer.
+func (f *framer) took(l int) {
+	if len(f.buf) <= framerSmall {
+		return
+	}
+	if l > framerSmall {
+		f.small = 0
+		return
+	}
+	f.small++
+}
+
+// bufferSize reports the buffer's size, for tests.
+func (f *framer) bufferSize() int { return len(f.buf) }
+
 // next returns the next message.
 func (f *framer) next() ([]byte, error) {
+	if f.head == f.end {
+		f.head, f.end = 0, 0
+		if f.small >= shrinkAfter {
+			f.release()
+		}
+	}
 	if f.mode == framingUnknown {
 		// lowlat's stream starts with a length prefix and then the magic.
 		if err := f.fill(prefixLen + 4); err != nil {
@@ -230,6 +276,7 @@ func (f *framer) next() ([]byte, error) {
 		}
 		m := f.buf[f.head+prefixLen : f.head+prefixLen+l]
 		f.head += prefixLen + l
+		f.took(prefixLen + l)
 		return m, nil
 	}
 	if err := f.fill(SockperfHeaderLen); err != nil {
@@ -244,6 +291,7 @@ func (f *framer) next() ([]byte, error) {
 	}
 	m := f.buf[f.head : f.head+l]
 	f.head += l
+	f.took(l)
 	return m, nil
 }
 

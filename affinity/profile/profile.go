@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/lowlat/lowlat/affinity"
 	"github.com/lowlat/lowlat/bypass/backend"
@@ -97,7 +99,11 @@ func IsPath(ref string) bool {
 var ErrUnknown = errors.New("unknown profile")
 
 // Load returns the built-in profile named ref, or parses the file ref when
-// IsPath(ref).
+// IsPath(ref). A profile is applied as root, so, read by root, a file is
+// trusted as a journal is: it must be owned by root and writable by no
+// one else, and so must every directory above it (see
+// affinity.TrustedPath); the error of one that is not wraps
+// affinity.ErrNotTrusted and says why.
 func Load(ref string) (Profile, error) {
 	var (
 		data []byte
@@ -106,6 +112,9 @@ func Load(ref string) (Profile, error) {
 	)
 	if IsPath(ref) {
 		data, err = readFile(ref)
+		if errors.Is(err, affinity.ErrNotTrusted) {
+			return Profile{}, fmt.Errorf("profile %s: %w (a profile is applied as root: it must be owned by root and writable by no one else, as must each directory above it)", ref, err)
+		}
 		name = strings.TrimSuffix(filepath.Base(ref), Extension)
 	} else {
 		if !validName(ref) {
@@ -130,7 +139,7 @@ func Load(ref string) (Profile, error) {
 
 // readFile reads a profile file: a regular file (not a device such as
 // /dev/zero, nor a pipe such as /dev/stdin, which could be read forever or
-// block) of at most maxSize bytes.
+// block) of at most maxSize bytes, that root may trust (see Load).
 func readFile(path string) ([]byte, error) {
 	// Stat before opening: opening a FIFO with no writer blocks.
 	st, err := os.Stat(path)
@@ -140,15 +149,24 @@ func readFile(path string) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file (%v)", path, st.Mode().Type())
 	}
-	f, err := os.Open(path)
+	if path, err = affinity.TrustedPath(path); err != nil {
+		return nil, err
+	}
+	// O_NONBLOCK and a deadline: a "regular" file of procfs that waits for
+	// data to read (/proc/kmsg) fails instead of blocking. (A file on a
+	// disk cannot wait, and takes no deadline.)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	_ = f.SetReadDeadline(time.Now().Add(time.Second))
 	if st, err := f.Stat(); err != nil {
 		return nil, err
 	} else if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file (%v)", path, st.Mode().Type())
+	} else if err := affinity.CheckTrusted(path, st); err != nil {
+		return nil, err
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxSize+1))
 	if err != nil {
@@ -610,6 +628,38 @@ func (p *Profile) Format() string {
 		}
 	}
 	return b.String()
+}
+
+// codeEnv are the environment variables, beyond every LD_* one, that make
+// a program (or the dynamic loader, libc, a shell or an interpreter it
+// runs) load or run code from where they point.
+var codeEnv = []string{
+	"GCONV_PATH", "BASH_ENV", "ENV", "SHELLOPTS", "PS4",
+	"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PERL5LIB", "PERLLIB", "PERL5OPT",
+	"RUBYLIB", "RUBYOPT", "NODE_OPTIONS", "NODE_PATH", "LUA_PATH", "LUA_CPATH",
+	"JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
+}
+
+// LoadsCode reports whether the environment variable name makes a program
+// load or run code named by its value: LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT
+// and every other LD_* variable of the dynamic loader, and the kin in
+// codeEnv.
+func LoadsCode(name string) bool {
+	return strings.HasPrefix(name, "LD_") || slices.Contains(codeEnv, name)
+}
+
+// CodeEnv returns the names of the [env] and [onload] variables that make
+// the program load code (see LoadsCode), in file order.
+func (p *Profile) CodeEnv() []string {
+	var out []string
+	for _, list := range [][]EnvVar{p.Env, p.OnloadEnv} {
+		for _, e := range list {
+			if LoadsCode(e.Name) {
+				out = append(out, e.Name)
+			}
+		}
+	}
+	return out
 }
 
 // ChangesHost reports whether applying p changes anything on the host (as

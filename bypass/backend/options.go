@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lowlat/lowlat/internal/cli"
 )
 
 // WaitMode says how a read waits for data.
@@ -64,8 +66,8 @@ const (
 // the fastest backend that works (auto), the backend's default wait mode,
 // no read timeout, batches of 32, and the busy-poll defaults below.
 type Options struct {
-	// Backend names the backend: "auto" (or ""), "efvi", "afxdp",
-	// "busypoll" or "kernel".
+	// Backend names the backend: "auto" (or ""), "onload", "efvi",
+	// "afxdp", "busypoll" or "kernel".
 	Backend string
 	// Wait is the wait mode; WaitDefault lets the backend choose.
 	Wait WaitMode
@@ -179,9 +181,9 @@ type XDPOptions struct {
 // Validate checks o without touching the system.
 func (o *Options) Validate() error {
 	switch o.Backend {
-	case "", "auto", "efvi", "afxdp", "busypoll", "kernel":
+	case "", "auto", "onload", "efvi", "afxdp", "busypoll", "kernel":
 	default:
-		return fmt.Errorf("backend %q: want auto, efvi, afxdp, busypoll or kernel", o.Backend)
+		return fmt.Errorf("backend %q: want auto, onload, efvi, afxdp, busypoll or kernel", o.Backend)
 	}
 	if o.Wait < WaitDefault || o.Wait > WaitSpin {
 		return fmt.Errorf("wait mode %d: out of range", o.Wait)
@@ -261,7 +263,7 @@ func (o *Options) Batch() int {
 // Environment variables read by FromEnv. A wrapper such as onload-run sets
 // them so that a program it launches picks up the wrapper's profile.
 var EnvVars = []struct{ Name, Help string }{
-	{"LOWLAT_BACKEND", "backend: auto, efvi, afxdp, busypoll or kernel"},
+	{"LOWLAT_BACKEND", "backend: auto, onload, efvi, afxdp, busypoll or kernel"},
 	{"LOWLAT_WAIT", "wait mode: block or spin"},
 	{"LOWLAT_READ_TIMEOUT", "read timeout, a Go duration such as 200ms"},
 	{"LOWLAT_BATCH", "batch size for ReadBatch and WriteBatch"},
@@ -277,69 +279,96 @@ var EnvVars = []struct{ Name, Help string }{
 }
 
 // FromEnv returns base with the LOWLAT_* variables applied over it, using
-// lookup (os.LookupEnv when nil). Variables that are unset leave base as it
-// is; a malformed value is an error that names the variable.
+// lookup (os.LookupEnv when nil). Every variable is read the same way: one
+// that is unset, empty or blank leaves base as it is; any other value must
+// be valid on its own, or the error names the variable and quotes (a
+// bounded prefix of) the value. A count that Options reads as 0 for "the
+// default" (LOWLAT_BATCH, LOWLAT_BUSY_POLL_US, LOWLAT_BUSY_POLL_BUDGET,
+// LOWLAT_XDP_FRAMES, LOWLAT_XDP_RING) refuses 0: leave the variable unset
+// for the default.
 func FromEnv(base Options, lookup func(string) (string, bool)) (Options, error) {
 	if lookup == nil {
 		lookup = os.LookupEnv
 	}
-	o := base
-	str := func(name string, dst *string) {
-		if v, ok := lookup(name); ok {
-			*dst = strings.TrimSpace(v)
-		}
-	}
-	num := func(name string, dst *int) error {
-		v, ok := lookup(name)
-		if !ok {
+	num := func(dst func(*Options) *int, zeroOK bool) func(string, *Options) error {
+		return func(v string, o *Options) error {
+			n, err := strconv.Atoi(v)
+			if errors.Is(err, strconv.ErrRange) {
+				return errors.New("out of range")
+			}
+			if err != nil {
+				return errors.New("want a whole number")
+			}
+			if n == 0 && !zeroOK {
+				return errors.New("0 is not a setting (leave the variable unset for the default)")
+			}
+			*dst(o) = n
 			return nil
 		}
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil {
-			return fmt.Errorf("%s=%q: %w", name, v, err)
-		}
-		*dst = n
-		return nil
 	}
-	str("LOWLAT_BACKEND", &o.Backend)
-	if v, ok := lookup("LOWLAT_WAIT"); ok {
-		w, err := ParseWaitMode(strings.TrimSpace(v))
-		if err != nil {
-			return base, fmt.Errorf("LOWLAT_WAIT: %w", err)
-		}
-		o.Wait = w
+	str := func(dst func(*Options) *string) func(string, *Options) error {
+		return func(v string, o *Options) error { *dst(o) = v; return nil }
 	}
-	if v, ok := lookup("LOWLAT_READ_TIMEOUT"); ok {
-		d, err := time.ParseDuration(strings.TrimSpace(v))
-		if err != nil {
-			return base, fmt.Errorf("LOWLAT_READ_TIMEOUT=%q: %w", v, err)
-		}
-		o.ReadTimeout = d
-	}
-	for _, f := range []struct {
+	vars := []struct {
 		name string
-		dst  *int
+		set  func(v string, o *Options) error
 	}{
-		{"LOWLAT_BATCH", &o.BatchSize},
-		{"LOWLAT_BUSY_POLL_US", &o.BusyPollUS},
-		{"LOWLAT_BUSY_POLL_BUDGET", &o.BusyPollBudget},
-		{"LOWLAT_QUEUE", &o.Queue},
-		{"LOWLAT_XDP_FRAMES", &o.XDP.NumFrames},
-		{"LOWLAT_XDP_RING", &o.XDP.RingSize},
-	} {
-		if err := num(f.name, f.dst); err != nil {
-			return base, err
-		}
+		{"LOWLAT_BACKEND", str(func(o *Options) *string { return &o.Backend })},
+		{"LOWLAT_WAIT", func(v string, o *Options) error {
+			w, err := ParseWaitMode(v)
+			if err != nil {
+				return errors.New("want block or spin")
+			}
+			o.Wait = w
+			return nil
+		}},
+		{"LOWLAT_READ_TIMEOUT", func(v string, o *Options) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return errors.New("want a duration such as 200ms")
+			}
+			if d < 0 {
+				return errors.New("negative duration")
+			}
+			o.ReadTimeout = d
+			return nil
+		}},
+		{"LOWLAT_BATCH", num(func(o *Options) *int { return &o.BatchSize }, false)},
+		{"LOWLAT_BUSY_POLL_US", num(func(o *Options) *int { return &o.BusyPollUS }, false)},
+		{"LOWLAT_BUSY_POLL_BUDGET", num(func(o *Options) *int { return &o.BusyPollBudget }, false)},
+		{"LOWLAT_IFACE", str(func(o *Options) *string { return &o.Interface })},
+		{"LOWLAT_QUEUE", num(func(o *Options) *int { return &o.Queue }, true)},
+		{"LOWLAT_XDP_MODE", str(func(o *Options) *string { return &o.XDP.Mode })},
+		{"LOWLAT_XDP_BIND", str(func(o *Options) *string { return &o.XDP.Bind })},
+		{"LOWLAT_XDP_FRAMES", num(func(o *Options) *int { return &o.XDP.NumFrames }, false)},
+		{"LOWLAT_XDP_RING", num(func(o *Options) *int { return &o.XDP.RingSize }, false)},
+		{"LOWLAT_XDP_BUSY_POLL", func(v string, o *Options) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return errors.New("want 1 or 0")
+			}
+			o.XDP.BusyPoll = b
+			return nil
+		}},
 	}
-	str("LOWLAT_IFACE", &o.Interface)
-	str("LOWLAT_XDP_MODE", &o.XDP.Mode)
-	str("LOWLAT_XDP_BIND", &o.XDP.Bind)
-	if v, ok := lookup("LOWLAT_XDP_BUSY_POLL"); ok {
-		b, err := strconv.ParseBool(strings.TrimSpace(v))
-		if err != nil {
-			return base, fmt.Errorf("LOWLAT_XDP_BUSY_POLL=%q: %w", v, err)
+	o := base
+	for _, e := range vars {
+		raw, ok := lookup(e.name)
+		v := strings.TrimSpace(raw)
+		if !ok || v == "" {
+			continue
 		}
-		o.XDP.BusyPoll = b
+		// Checked alone first, so that a value out of range is reported
+		// under its own name.
+		var alone Options
+		err := e.set(v, &alone)
+		if err == nil {
+			err = alone.Validate()
+		}
+		if err != nil {
+			return base, fmt.Errorf("%s=%s: %w", e.name, cli.Quote(raw), err)
+		}
+		e.set(v, &o)
 	}
 	if err := o.Validate(); err != nil {
 		return base, fmt.Errorf("LOWLAT_* environment: %w", err)

@@ -24,6 +24,22 @@ const MaxStreamMessage = 1 << 20
 // streamHeader is the length prefix WriteMsg puts before each message.
 const streamHeader = 4
 
+// Stream buffers. A stream holds no buffer until it first reads or writes
+// a framed message, and then a small one. The read buffer grows, doubling,
+// only when it is full of bytes that have arrived and the message needs
+// more, up to one whole MaxStreamMessage: a length prefix alone allocates
+// nothing, so a peer must send the bytes it makes a stream hold. A grown
+// read buffer is let go once it sits empty after shrinkAfter messages in a
+// row that fit the small size, or after a read timeout with nothing
+// buffered (an idle stream). The write buffer grows the same way, to the
+// largest message written, up to streamWriteMax; a longer message is sent
+// in two send(2) calls, the prefix with MSG_MORE, rather than copied.
+const (
+	streamBufSmall = 4 << 10
+	streamWriteMax = 64 << 10
+	shrinkAfter    = 64
+)
+
 // DialTCP connects to raddr; wait mode defaults to block.
 func (Kernel) DialTCP(raddr netip.AddrPort, o backend.Options) (backend.Stream, error) {
 	return dialTCP(raddr, o, "kernel", o.Wait == backend.WaitSpin, false)
@@ -57,7 +73,8 @@ type TCPStream struct {
 
 	rbuf        []byte // reader-owned: bytes received but not yet returned
 	rhead, rend int
-	wbuf        []byte // writer-owned: header and payload of one message
+	rsmall      int    // messages in a row that fit streamBufSmall, while rbuf is larger
+	wbuf        []byte // writer-owned: header and payload of one message up to streamWriteMax
 }
 
 var _ backend.Stream = (*TCPStream)(nil)
@@ -79,8 +96,6 @@ func newStream(fd int, spin bool, info backend.Info) (*TCPStream, error) {
 	s := &TCPStream{
 		sock: sock{fd: fd, spin: spin},
 		info: info,
-		rbuf: make([]byte, streamHeader+MaxStreamMessage),
-		wbuf: make([]byte, streamHeader+MaxStreamMessage),
 	}
 	if sa, err := unix.Getsockname(fd); err == nil {
 		s.laddr = fromSockaddr(sa)
@@ -218,7 +233,8 @@ func (s *TCPStream) recv(b []byte) (int, error) {
 	return int(r), nil
 }
 
-// fill reads until at least need bytes are buffered.
+// fill reads until at least need bytes are buffered (need is at most
+// streamHeader+MaxStreamMessage).
 func (s *TCPStream) fill(need int) error {
 	if s.rend-s.rhead >= need {
 		return nil
@@ -228,10 +244,16 @@ func (s *TCPStream) fill(need int) error {
 		s.rhead = 0
 	}
 	for s.rend < need {
+		if s.rend == len(s.rbuf) {
+			s.growRead()
+		}
 		n, err := s.recv(s.rbuf[s.rend:])
 		if err != nil {
 			if err == io.EOF && s.rend > 0 {
 				return io.ErrUnexpectedEOF
+			}
+			if err == backend.ErrTimeout && s.rend == 0 && len(s.rbuf) > streamBufSmall {
+				s.rbuf, s.rsmall = nil, 0 // idle: let the grown buffer go
 			}
 			return err
 		}
@@ -239,6 +261,36 @@ func (s *TCPStream) fill(need int) error {
 	}
 	return nil
 }
+
+// growRead doubles the read buffer, which is full (from nothing to
+// streamBufSmall), up to one whole message with its prefix.
+func (s *TCPStream) growRead() {
+	nb := make([]byte, min(max(2*len(s.rbuf), streamBufSmall), streamHeader+MaxStreamMessage))
+	copy(nb, s.rbuf[:s.rend])
+	s.rbuf = nb
+}
+
+// consumed notes that a message of l bytes was taken from the read buffer,
+// and lets a grown buffer go once it is empty and has not been needed for
+// shrinkAfter messages in a row.
+func (s *TCPStream) consumed(l int) {
+	if s.rhead == s.rend {
+		s.rhead, s.rend = 0, 0
+	}
+	if len(s.rbuf) <= streamBufSmall {
+		return
+	}
+	if streamHeader+l > streamBufSmall {
+		s.rsmall = 0
+		return
+	}
+	if s.rsmall++; s.rsmall >= shrinkAfter && s.rend == 0 {
+		s.rbuf, s.rsmall = nil, 0
+	}
+}
+
+// bufferSizes reports the read and write buffers' sizes, for tests.
+func (s *TCPStream) bufferSizes() (read, write int) { return len(s.rbuf), len(s.wbuf) }
 
 // errFrame reports a length prefix larger than MaxStreamMessage: the stream
 // is not speaking lowlat's framing and cannot be resynchronised.
@@ -260,16 +312,23 @@ func (s *TCPStream) ReadMsg(b []byte) (int, error) {
 	start := s.rhead + streamHeader
 	s.rhead = start + l
 	if l > len(b) {
+		s.consumed(l)
 		return 0, backend.ErrMessageTooLong
 	}
-	return copy(b, s.rbuf[start:start+l]), nil
+	n := copy(b, s.rbuf[start:start+l])
+	s.consumed(l)
+	return n, nil
 }
 
 // Write sends all of b with send(2), retrying partial writes.
-func (s *TCPStream) Write(b []byte) (int, error) {
+func (s *TCPStream) Write(b []byte) (int, error) { return s.send(b, 0) }
+
+// send sends all of b with send(2) and flags (MSG_NOSIGNAL is added),
+// retrying partial writes.
+func (s *TCPStream) send(b []byte, flags uintptr) (int, error) {
 	sent := 0
 	for sent < len(b) {
-		r, e := s.call(unix.SYS_SENDTO, unsafe.Pointer(&b[sent]), uintptr(len(b)-sent), unix.MSG_NOSIGNAL, nil, nil, 0, false)
+		r, e := s.call(unix.SYS_SENDTO, unsafe.Pointer(&b[sent]), uintptr(len(b)-sent), unix.MSG_NOSIGNAL|flags, nil, nil, 0, false)
 		if e != 0 {
 			return sent, s.mapErr("sendto", e)
 		}
@@ -278,14 +337,31 @@ func (s *TCPStream) Write(b []byte) (int, error) {
 	return sent, nil
 }
 
-// WriteMsg sends b with its length prefix in one send(2).
+// WriteMsg sends b with its length prefix: in one send(2) when both fit
+// streamWriteMax (the write buffer grows to hold them), else the prefix
+// with MSG_MORE (the kernel holds it for the payload) and then b itself.
 func (s *TCPStream) WriteMsg(b []byte) error {
 	if len(b) > MaxStreamMessage {
 		return backend.ErrMessageTooLong
 	}
+	need := streamHeader + len(b)
+	if len(s.wbuf) < min(need, streamWriteMax) {
+		size := max(len(s.wbuf), streamBufSmall)
+		for size < need && size < streamWriteMax {
+			size *= 2
+		}
+		s.wbuf = make([]byte, min(size, streamWriteMax))
+	}
 	binary.BigEndian.PutUint32(s.wbuf, uint32(len(b)))
-	n := copy(s.wbuf[streamHeader:], b)
-	_, err := s.Write(s.wbuf[:streamHeader+n])
+	if need <= len(s.wbuf) {
+		n := copy(s.wbuf[streamHeader:], b)
+		_, err := s.Write(s.wbuf[:streamHeader+n])
+		return err
+	}
+	if _, err := s.send(s.wbuf[:streamHeader], unix.MSG_MORE); err != nil {
+		return err
+	}
+	_, err := s.Write(b)
 	return err
 }
 

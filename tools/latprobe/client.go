@@ -20,6 +20,9 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	if parsedOnly(ctx) {
+		return nil
+	}
 	info := infoWriter(p.json, stdout, stderr)
 	if len(pl.peers) > 1 {
 		return clientPeers(ctx, pl, p.json, stdout, info)

@@ -78,6 +78,9 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	if parsedOnly(ctx) {
+		return nil
+	}
 	sp, err := exec.LookPath(*sockperfBin)
 	if err != nil {
 		return fmt.Errorf("sockperf is not installed (%s not found; Debian package sockperf): compare needs it", *sockperfBin)

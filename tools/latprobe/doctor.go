@@ -5,8 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/lowlat/lowlat/affinity/doctor"
+	"github.com/lowlat/lowlat/internal/cli"
 )
 
 // cmdDoctor checks the host for what spoils latency (package
@@ -21,7 +24,15 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	opts := doctor.Options{Iface: *iface}
 	if err := opts.Validate(); err != nil {
-		return usagef("--iface: %v", err)
+		return usagef("--iface %s: %v", cli.Quote(*iface), err)
+	}
+	if *iface != "" {
+		if _, err := os.Stat(filepath.Join("/sys/class/net", *iface)); err != nil {
+			return usagef("--iface %s: no such network interface (see ip -br link)", cli.Quote(*iface))
+		}
+	}
+	if parsedOnly(ctx) {
+		return nil
 	}
 	r := doctor.Run(opts)
 	var err error

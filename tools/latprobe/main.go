@@ -22,6 +22,8 @@ import (
 	"syscall"
 
 	"github.com/lowlat/lowlat/bypass"
+	"github.com/lowlat/lowlat/internal/cli"
+	"github.com/lowlat/lowlat/latency"
 )
 
 func main() {
@@ -61,17 +63,20 @@ func latprobe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	cmd := lookup(name)
 	if cmd == nil {
-		fmt.Fprintf(stderr, "latprobe: unknown command %q (have %s)\n", name, strings.Join(commandNames(), ", "))
+		fmt.Fprintf(stderr, "latprobe: unknown command %s (have %s)\n", cli.Quote(name), strings.Join(commandNames(), ", "))
 		return 2
 	}
-	err := cmd.run(ctx, args, stdout, stderr)
+	err := checkEnv(args)
+	if err == nil {
+		err = cmd.run(ctx, args, stdout, stderr)
+	}
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	}
-	fmt.Fprintf(stderr, "latprobe %s: %s\n", cmd.name, oneLine(err.Error()))
+	fmt.Fprintf(stderr, "latprobe %s: %s\n", cmd.name, cli.Line(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) {
 		return 2
@@ -120,22 +125,56 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 
 // parseFlags parses args into fs. -h prints the flags to stdout and returns
 // flag.ErrHelp; any other mistake becomes a one-line usageError naming the
-// flag. Positional arguments are refused.
+// flag (see cli.ParseFlags: --name, a bounded quote of the value, negative
+// durations refused). Positional arguments are refused.
 func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stdout, "Usage of latprobe %s:\n", fs.Name())
 			fs.SetOutput(stdout)
 			fs.PrintDefaults()
 			return flag.ErrHelp
 		}
-		// The flag package writes "-name"; users type "--name".
-		msg := strings.NewReplacer(": -", ": --", "flag -", "flag --").Replace(err.Error())
-		return usageError{msg}
+		return usageError{err.Error()}
 	}
 	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q (flags start with --)", fs.Arg(0))
+		return usagef("unexpected argument %s (flags start with --)", cli.Quote(fs.Arg(0)))
 	}
 	return nil
 }
+
+// checkEnv checks the LOWLAT_* variables every command may read (itself,
+// or the latprobe it starts), so that a malformed one is a usage error
+// named by its variable whatever the command. A request for help skips it.
+func checkEnv(args []string) error {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--h" || a == "--help" {
+			return nil
+		}
+	}
+	if _, err := bypass.OptionsFromEnv(bypass.Options{}); err != nil {
+		return usageError{err.Error()}
+	}
+	if err := latency.CheckClockEnv(nil); err != nil {
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
+// parseOnlyKey marks a context whose command is to stop once its command
+// line is checked.
+type parseOnlyKey struct{}
+
+// parseOnly returns a context under which every command parses and checks
+// its command line and returns before it does anything (the fuzz test's
+// way to reach every command's parsing without running it).
+func parseOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, parseOnlyKey{}, true)
+}
+
+// parsedOnly reports whether ctx is parseOnly's: the command returns nil
+// right after checking its command line.
+func parsedOnly(ctx context.Context) bool { return ctx.Value(parseOnlyKey{}) != nil }

@@ -20,8 +20,28 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/lowlat/lowlat/bypass"
+	"github.com/lowlat/lowlat/internal/cli"
 	"github.com/lowlat/lowlat/latency"
 )
+
+// checkListen checks a --listen address without looking anything up: an
+// IP address (or nothing, for every address) and a port, or localhost.
+func checkListen(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("want [IP]:PORT, such as :9464 or 127.0.0.1:9464")
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (port != "0" && n == 0) {
+		return errors.New("want a port from 0 to 65535")
+	}
+	if host == "" || host == "localhost" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		return errors.New("want an IP address, not a name (nothing is looked up)")
+	}
+	return nil
+}
 
 // rttBuckets are the histogram's upper bounds in seconds: 1 µs to about
 // 0.5 s, doubling, so that loopback (a few µs) and a slow LAN (ms) both
@@ -155,6 +175,12 @@ func cmdMonitor(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if err := checkSize(w, *size); err != nil {
 		return usagef("--size: %v", err)
+	}
+	if err := checkListen(*listen); err != nil {
+		return usagef("--listen %s: %v", cli.Quote(*listen), err)
+	}
+	if parsedOnly(ctx) {
+		return nil
 	}
 	if *duration > 0 {
 		var cancel context.CancelFunc

@@ -51,6 +51,8 @@ type probe struct {
 	json                 bool
 	wire, plot           string // see field.go
 	mps                  int
+	maxConns             int           // server, tcp: connections served at once
+	idleTimeout          time.Duration // server, tcp: close a connection silent this long
 }
 
 // newProbe registers the flags of the given role on a new flag set.
@@ -69,6 +71,8 @@ func newProbe(name string, r role) *probe {
 		fs.Var(&p.addrs, "addr", "`IP:PORT` to listen on (default "+defaultServerAddr+"); repeat it to serve several addresses from one thread through one poller (udp)")
 		fs.IntVar(&p.cpu, "cpu", -1, "pin the serving thread to this CPU; -1 leaves it unpinned")
 		fs.DurationVar(&p.duration, "duration", 0, "stop after this long (default: run until interrupted)")
+		fs.IntVar(&p.maxConns, "max-conns", defaultMaxConns, fmt.Sprintf("tcp: connections served at once, 1 to %d; more are closed at once, with a note", maxMaxConns))
+		fs.DurationVar(&p.idleTimeout, "idle-timeout", defaultIdleTimeout, "tcp: close a connection that sends nothing for this long, or does not take a reply for as long (0: never)")
 		return p
 	case roleRun:
 		fs.StringVar(&p.addr, "addr", defaultRunAddr, "address the echo server listens on; the client binds the same IP")
@@ -116,6 +120,9 @@ type plan struct {
 	mps     int
 	plot    string
 	series  []series // what --plot draws
+
+	maxConns    int           // server, tcp
+	idleTimeout time.Duration // server, tcp: 0 never
 }
 
 // validate checks the flags, and the LOWLAT_* environment under them, and
@@ -217,6 +224,16 @@ func (p *probe) validate() (*plan, error) {
 			return nil, usagef("--duration %v: negative", p.duration)
 		}
 		pl.cfg.Duration = p.duration
+		if p.maxConns < 1 || p.maxConns > maxMaxConns {
+			return nil, usagef("--max-conns %d: want 1 to %d", p.maxConns, maxMaxConns)
+		}
+		if p.idleTimeout < 0 {
+			return nil, usagef("--idle-timeout %v: negative (0: never)", p.idleTimeout)
+		}
+		if p.proto != "tcp" && (p.set("max-conns") || p.set("idle-timeout")) {
+			return nil, usagef("--max-conns and --idle-timeout: only with --proto tcp (a UDP server keeps no state per peer)")
+		}
+		pl.maxConns, pl.idleTimeout = p.maxConns, p.idleTimeout
 		return pl, nil
 	case roleRun:
 		a, err := netip.ParseAddrPort(p.addr)

@@ -30,6 +30,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	if parsedOnly(ctx) {
+		return nil
+	}
 	info := infoWriter(p.json, stdout, stderr)
 
 	// CPUs: the client on --cpu or the last usable CPU, the server on the
@@ -177,6 +180,10 @@ func listenPair(addr netip.AddrPort, o bypass.Options) (sc, cc bypass.PacketConn
 	for _, name := range bypass.Backends() {
 		if slices.Contains(nicBackends, name) {
 			skipped = append(skipped, bypass.Skip{Backend: name, Reason: errOneHost})
+			continue
+		}
+		if err := bypass.AutoSkip(name); err != nil {
+			skipped = append(skipped, bypass.Skip{Backend: name, Reason: err})
 			continue
 		}
 		bo := o

@@ -7,8 +7,11 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/lowlat/lowlat/bypass"
 	"github.com/lowlat/lowlat/latency"
@@ -23,6 +26,9 @@ func cmdServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	pl, err := p.validate()
 	if err != nil {
 		return err
+	}
+	if parsedOnly(ctx) {
+		return nil
 	}
 	if pl.cfg.Duration > 0 {
 		var cancel context.CancelFunc
@@ -185,8 +191,37 @@ func servePoller(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout 
 	return true, counters, err
 }
 
+// Limits of the TCP server. Each connection is served on its own OS
+// thread, with buffers sized to the messages in flight (a few KiB while
+// they are small), so memory grows with the connections open and no
+// further: at most --max-conns, each closed once it has been silent (or
+// has not taken its reply) for --idle-timeout.
+const (
+	defaultMaxConns    = 1024
+	maxMaxConns        = 8192 // under the Go runtime's 10,000 threads
+	defaultIdleTimeout = 60 * time.Second
+	// Once at least reclaimFrom connections were open at once and no more
+	// than a quarter of them are left, the memory the others used is
+	// handed back to the system (debug.FreeOSMemory) rather than kept
+	// for a crowd that has gone.
+	reclaimFrom = 64
+)
+
+// streamConfig is how serveStreams serves connections.
+type streamConfig struct {
+	cpu         int           // pin each serving thread here; -1: unpinned
+	maxConns    int           // connections served at once; more are closed at once
+	idleTimeout time.Duration // close a connection that sends nothing this long; 0: never
+}
+
 func serveTCP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout, stderr io.Writer) (bool, error) {
-	l, err := bypass.ListenTCP(pl.addr, pl.opts)
+	o := pl.opts
+	if o.WriteTimeout == 0 {
+		// A peer that sends requests and never reads the replies would
+		// hold its serving thread in send(2) for ever.
+		o.WriteTimeout = pl.idleTimeout
+	}
+	l, err := bypass.ListenTCP(pl.addr, o)
 	if err != nil {
 		return false, listenError("tcp", pl.addr, err)
 	}
@@ -194,13 +229,116 @@ func serveTCP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout, st
 	if pl.cpu >= 0 {
 		fmt.Fprintf(stdout, ", connections served on cpu %d", pl.cpu)
 	}
-	fmt.Fprintln(stdout)
-	return true, serveStreams(ctx, l, srv, pl.cpu, stdout, stderr)
+	idle := "never"
+	if pl.idleTimeout > 0 {
+		idle = pl.idleTimeout.String()
+	}
+	fmt.Fprintf(stdout, ", at most %d at once, idle timeout %s\n", pl.maxConns, idle)
+	return true, serveStreams(ctx, l, srv, streamConfig{cpu: pl.cpu, maxConns: pl.maxConns, idleTimeout: pl.idleTimeout}, stdout, stderr)
+}
+
+// errIdle ends a connection that sent nothing for the idle timeout.
+var errIdle = errors.New("idle: closed")
+
+// idleStream turns a read timeout into errIdle, which ends the echo loop
+// (a plain timeout only makes it read again).
+type idleStream struct {
+	bypass.Stream
+	d time.Duration
+}
+
+func (s idleStream) Read(b []byte) (int, error) {
+	n, err := s.Stream.Read(b)
+	if errors.Is(err, bypass.ErrTimeout) {
+		return n, fmt.Errorf("%w after %v with nothing received", errIdle, s.d)
+	}
+	return n, err
+}
+
+// Per-connection log lines ("connection from", "refused", why one ended)
+// pass at most logBurst per logPeriod on each of stdout and stderr; the
+// next line let through says how many were left out.
+const (
+	logBurst  = 20
+	logPeriod = time.Second
+)
+
+// lineLimiter writes at most burst lines per period to w and counts the
+// rest. It is safe for concurrent use.
+type lineLimiter struct {
+	mu      sync.Mutex
+	w       io.Writer
+	burst   int
+	period  time.Duration
+	start   time.Time
+	n       int
+	dropped int
+}
+
+func newLineLimiter(w io.Writer) *lineLimiter {
+	return &lineLimiter{w: w, burst: logBurst, period: logPeriod}
+}
+
+// printf writes one line (format ends without a newline) unless this
+// period's lines are spent.
+func (l *lineLimiter) printf(format string, a ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now := time.Now(); now.Sub(l.start) >= l.period {
+		l.start, l.n = now, 0
+	}
+	if l.n >= l.burst {
+		l.dropped++
+		return
+	}
+	l.n++
+	l.flushLocked()
+	fmt.Fprintf(l.w, format+"\n", a...)
+}
+
+// flush says how many lines were left out, if any.
+func (l *lineLimiter) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.flushLocked()
+}
+
+func (l *lineLimiter) flushLocked() {
+	if l.dropped > 0 {
+		fmt.Fprintf(l.w, "latprobe server: %d connection line%s left out (at most %d a second)\n", l.dropped, plural(l.dropped), l.burst)
+		l.dropped = 0
+	}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// transientAccept reports whether an accept error concerns one connection
+// or a passing shortage (descriptors, memory), after which the server
+// should go on accepting rather than stop.
+func transientAccept(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EPROTO, syscall.ENOTCONN, syscall.EPERM,
+		syscall.ETIMEDOUT, syscall.EINVAL} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // serveStreams serves each connection l accepts on its own goroutine until
-// ctx is done or Accept fails, then closes l and every connection and
-// returns once every goroutine it started has ended.
+// ctx is done or Accept fails for good, then closes l and every connection
+// and returns once every goroutine it started has ended. It serves at most
+// cfg.maxConns connections at once: one more is closed as soon as it is
+// accepted, with a note. A connection that sends nothing for
+// cfg.idleTimeout is closed. Each serving goroutine keeps its OS thread
+// locked to the end, so the thread exits with it and its memory goes back
+// to the system.
 //
 // A connection can be accepted just before l.Close and reach the registry
 // after the shutdown sweep. So registration and the sweep take the same
@@ -209,49 +347,95 @@ func serveTCP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout, st
 // mutex before the sweep, so never after wg.Wait has begun. The accept
 // goroutine is waited for too (its Accept fails once l is closed), so
 // nothing is left running on return.
-func serveStreams(ctx context.Context, l bypass.StreamListener, srv *latency.EchoServer, cpu int, stdout, stderr io.Writer) error {
+func serveStreams(ctx context.Context, l bypass.StreamListener, srv *latency.EchoServer, cfg streamConfig, stdout, stderr io.Writer) error {
 	var (
 		mu      sync.Mutex
 		closed  bool
 		streams = map[bypass.Stream]bool{}
+		most    int // most streams open at once since the last reclaim
 		wg      sync.WaitGroup
+		refused int
+		out     = newLineLimiter(stdout)
+		errs    = newLineLimiter(stderr)
 	)
+	defer func() {
+		out.flush()
+		errs.flush()
+		if refused > 0 {
+			fmt.Fprintf(stderr, "latprobe server: refused %d connection%s over --max-conns %d\n", refused, plural(refused), cfg.maxConns)
+		}
+	}()
 	serve := func(s bypass.Stream) {
 		defer wg.Done()
 		defer func() {
 			mu.Lock()
 			delete(streams, s)
+			reclaim := most >= reclaimFrom && len(streams) <= most/4
+			if reclaim {
+				most = len(streams)
+			}
 			mu.Unlock()
 			s.Close()
+			if reclaim {
+				debug.FreeOSMemory()
+			}
 		}()
-		unlock, err := lockThread(cpu)
-		if err != nil {
-			fmt.Fprintf(stderr, "latprobe server: pin the serving thread: %v\n", err)
+		// Not unlocked: the thread ends with this goroutine.
+		if _, err := lockThread(cfg.cpu); err != nil {
+			errs.printf("latprobe server: pin the serving thread: %v", err)
 			return
 		}
-		defer unlock()
-		if err := srv.ServeRawStream(s); err != nil {
-			fmt.Fprintf(stderr, "latprobe server: connection from %v: %v\n", s.RemoteAddr(), err)
+		st := s
+		if cfg.idleTimeout > 0 {
+			if err := s.SetReadTimeout(cfg.idleTimeout); err != nil {
+				errs.printf("latprobe server: connection from %v: %v", s.RemoteAddr(), err)
+				return
+			}
+			st = idleStream{s, cfg.idleTimeout}
+		}
+		if err := srv.ServeRawStream(st); err != nil {
+			errs.printf("latprobe server: connection from %v: %v", s.RemoteAddr(), err)
 		}
 	}
 	acceptErr := make(chan error, 1)
 	go func() {
+		backoff := time.Duration(0)
 		for {
 			s, err := l.Accept()
 			if err != nil {
-				acceptErr <- err
-				return
+				if errors.Is(err, bypass.ErrClosed) || !transientAccept(err) {
+					acceptErr <- err
+					return
+				}
+				// Out of descriptors or memory, or one connection that
+				// failed its setup: say so, wait a little, go on.
+				errs.printf("latprobe server: %v", err)
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				select {
+				case <-ctx.Done():
+				case <-time.After(backoff):
+				}
+				continue
 			}
+			backoff = 0
 			mu.Lock()
 			if closed {
 				mu.Unlock()
 				s.Close() // accepted as the server stopped: not served
 				continue
 			}
+			if len(streams) >= cfg.maxConns {
+				refused++
+				mu.Unlock()
+				errs.printf("latprobe server: refused connection from %v: %d connections open (--max-conns %d)", s.RemoteAddr(), cfg.maxConns, cfg.maxConns)
+				s.Close()
+				continue
+			}
 			streams[s] = true
+			most = max(most, len(streams))
 			wg.Add(1)
 			mu.Unlock()
-			fmt.Fprintln(stdout, describe("  connection from", s.RemoteAddr(), cpu, s.Info()))
+			out.printf("%s", describe("  connection from", s.RemoteAddr(), cfg.cpu, s.Info()))
 			go serve(s)
 		}
 	}()

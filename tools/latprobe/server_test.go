@@ -102,7 +102,9 @@ func serveUntilCancelled(t *testing.T, l bypass.StreamListener, during func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- serveStreams(ctx, l, &latency.EchoServer{}, -1, &lockedWriter{}, &lockedWriter{}) }()
+	go func() {
+		done <- serveStreams(ctx, l, &latency.EchoServer{}, streamConfig{cpu: -1, maxConns: defaultMaxConns}, &lockedWriter{}, &lockedWriter{})
+	}()
 	during()
 	cancel()
 	select {

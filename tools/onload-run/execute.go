@@ -56,7 +56,7 @@ func (p *plan) execute(log *logger) int {
 	}
 
 	var (
-		lock *affinity.HostLock
+		lock hostLocks
 		j    *affinity.Journal
 		hold *affinity.LatencyHold
 	)
@@ -82,7 +82,7 @@ func (p *plan) execute(log *logger) int {
 			}
 		}
 		if lock != nil {
-			if err := lock.Release(!ok); err != nil {
+			if err := lock.release(!ok); err != nil {
 				log.note("%v", err)
 			}
 			lock = nil
@@ -124,15 +124,16 @@ func (p *plan) execute(log *logger) int {
 	}
 
 	if len(p.changes) > 0 || p.hold {
-		// One run at a time on the host, whatever its journal directory:
-		// two runs would each take the other's settings for the baseline.
+		// One run at a time on the host, whatever its journal directory
+		// and lock file: two runs would each take the other's settings for
+		// the baseline.
 		command := append([]string{"onload-run", "--profile", p.prof.Name, "--"}, p.o.argv...)
 		var err error
-		if lock, err = affinity.LockHost(p.o.lockFile, p.o.journalDir, command, false); err != nil {
+		if lock, err = lockHost(p.o, command, false); err != nil {
 			log.note("%v", err)
 			return exitFailed
 		}
-		log.info("host lock %s", lock.Path())
+		log.info("host lock %s", lock.paths())
 	}
 	if len(p.changes) > 0 {
 		var err error
@@ -141,7 +142,7 @@ func (p *plan) execute(log *logger) int {
 			log.note("%v", err)
 			// Keep the lock file naming this directory: if a dead run's
 			// journal is there, later runs in any directory refuse too.
-			lock.Release(true)
+			lock.release(true)
 			return exitFailed
 		}
 		log.info("journal %s", j.Path())

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/affinity"
+	"github.com/lowlat/lowlat/internal/cli"
 )
 
 // Exit statuses of onload-run itself (PROGRAM's status passes through).
@@ -37,7 +38,8 @@ func (e *usageError) Unwrap() error { return e.err }
 func badInput(format string, a ...any) error { return &usageError{fmt.Errorf(format, a...)} }
 
 const usage = `usage: onload-run [--profile NAME|PATH] [--cpus LIST] [--irq-cpus LIST] [--iface IF]
-                  [--dry-run] [-v] [--journal-dir DIR] [--lock-file PATH] [--onload-lib PATH] -- PROGRAM [ARGS...]
+                  [--dry-run] [-v] [--journal-dir DIR] [--lock-file PATH] [--onload [--onload-lib PATH]]
+                  [--allow-code-env] -- PROGRAM [ARGS...]
        onload-run --restore [--journal-dir DIR] [--lock-file PATH]
 `
 
@@ -53,6 +55,8 @@ type options struct {
 	journalDir string
 	lockFile   string
 	onloadLib  string
+	onload     bool // run PROGRAM on Onload, or refuse
+	codeEnv    bool // the profile may set LD_PRELOAD and kin
 	argv       []string
 }
 
@@ -68,25 +72,47 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.BoolVar(&o.restore, "restore", false, "undo what a killed onload-run left in its journal")
 	fs.BoolVar(&o.verbose, "v", false, "report each change and each restore on stderr")
 	fs.StringVar(&o.journalDir, "journal-dir", affinity.JournalDir(), "directory of the journal ($"+affinity.JournalDirEnv+")")
-	fs.StringVar(&o.lockFile, "lock-file", affinity.LockFile(), "host-wide lock held while the host is changed, whatever the journal directory ($"+affinity.LockFileEnv+")")
+	fs.StringVar(&o.lockFile, "lock-file", affinity.LockFile(), "a lock file to hold as well as "+affinity.DefaultLockFile+
+		", which every run holds while it changes the host: one shared with runs that see another /run, such as a container's ($"+affinity.LockFileEnv+")")
 	fs.StringVar(&o.onloadLib, "onload-lib", "", "path of libonload.so (default: searched in the usual library directories)")
-	if err := fs.Parse(args); err != nil {
+	fs.BoolVar(&o.onload, "onload", false, "run PROGRAM on Onload: LD_PRELOAD libonload.so, the profile's EF_* variables, LOWLAT_BACKEND=onload (a Go PROGRAM must be built with -tags onload)")
+	fs.BoolVar(&o.codeEnv, "allow-code-env", false, "let the profile's [env] and [onload] set variables that make PROGRAM load code (LD_PRELOAD, LD_LIBRARY_PATH and kin)")
+	if err := cli.ParseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage, "\nflags:\n")
 			fs.SetOutput(stdout)
 			fs.PrintDefaults()
 			return o, flag.ErrHelp
 		}
-		return o, badInput("%v", err)
+		return o, badInput("%w", err)
 	}
 	o.argv = fs.Args()
+	// A value that came from the environment is named by its variable.
+	source := func(flagName, env string) string {
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == flagName })
+		if !set && os.Getenv(env) != "" {
+			return "$" + env
+		}
+		return "--" + flagName
+	}
 	// Both name where root reads and writes: never relative to wherever
 	// onload-run happens to be started (an empty one meant ./journal.json).
 	if !filepath.IsAbs(o.journalDir) {
-		return o, badInput("--journal-dir %q: want an absolute directory", o.journalDir)
+		return o, badInput("%s %s: want an absolute directory", source("journal-dir", affinity.JournalDirEnv), cli.Quote(o.journalDir))
 	}
 	if !filepath.IsAbs(o.lockFile) {
-		return o, badInput("--lock-file %q: want an absolute path", o.lockFile)
+		return o, badInput("%s %s: want an absolute path", source("lock-file", affinity.LockFileEnv), cli.Quote(o.lockFile))
+	}
+	// A lock file is never a file the user already had: refused, untouched.
+	for _, f := range o.lockFiles() {
+		if err := affinity.CheckLockFile(f); err != nil {
+			name := "host lock"
+			if f != affinity.DefaultLockFile {
+				name = source("lock-file", affinity.LockFileEnv)
+			}
+			return o, badInput("%s %s: %w", name, cli.Quote(f), err)
+		}
 	}
 	if o.restore {
 		if len(o.argv) > 0 || o.dryRun {
@@ -107,33 +133,47 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// instead, and the logger ignores write errors. Notify, not Ignore: an
 	// ignored SIGPIPE would be inherited by PROGRAM across exec.
 	signal.Notify(make(chan os.Signal, 1), unix.SIGPIPE)
-	o, err := parseFlags(args, stdout)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "onload-run: %v\n", err)
-		return exitBadInput
+	o, p, status := prepare(args, stdout, stderr)
+	if status >= 0 {
+		return status
 	}
 	log := &logger{w: stderr, verbose: o.verbose}
 	if o.restore {
-		return restore(o.journalDir, o.lockFile, log)
-	}
-	p, err := makePlan(o)
-	if err != nil {
-		var u *usageError
-		if errors.As(err, &u) {
-			fmt.Fprintf(stderr, "onload-run: %v\n", err)
-			return exitBadInput
-		}
-		fmt.Fprintf(stderr, "onload-run: %v\n", err)
-		return exitFailed
+		return restore(o, log)
 	}
 	if o.dryRun {
 		p.print(stdout)
 		return 0
 	}
 	return p.execute(log)
+}
+
+// prepare reads the command line and, unless it asks for --restore, works
+// out the plan; it changes nothing. A status of 0 or more is onload-run's
+// exit status (help was printed, or a one-line error to stderr); -1 means
+// go on with o (and p).
+func prepare(args []string, stdout, stderr io.Writer) (options, *plan, int) {
+	o, err := parseFlags(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return o, nil, 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "onload-run: %s\n", cli.Line(err.Error()))
+		return o, nil, exitBadInput
+	}
+	if o.restore {
+		return o, nil, -1
+	}
+	p, err := makePlan(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "onload-run: %s\n", cli.Line(err.Error()))
+		var u *usageError
+		if errors.As(err, &u) {
+			return o, nil, exitBadInput
+		}
+		return o, nil, exitFailed
+	}
+	return o, p, -1
 }
 
 // logger writes onload-run's own messages to stderr.
@@ -156,25 +196,72 @@ func (l *logger) info(format string, a ...any) {
 	}
 }
 
-func restore(dir, lockFile string, log *logger) int {
-	lock, err := affinity.LockHost(lockFile, dir, []string{"onload-run", "--restore", "--journal-dir", dir}, true)
+// lockFiles are the lock files a run holds while it may change the host:
+// affinity.DefaultLockFile, which no flag or variable moves, so that no
+// two runs anywhere on the host change it at once, and --lock-file when it
+// names another.
+func (o options) lockFiles() []string {
+	files := []string{affinity.DefaultLockFile}
+	if f := filepath.Clean(o.lockFile); f != affinity.DefaultLockFile {
+		files = append(files, f)
+	}
+	return files
+}
+
+// hostLocks are the locks of lockFiles, held together.
+type hostLocks []*affinity.HostLock
+
+// lockHost takes every lock of o.lockFiles, or none.
+func lockHost(o options, command []string, restoring bool) (hostLocks, error) {
+	var ls hostLocks
+	for _, f := range o.lockFiles() {
+		l, err := affinity.LockHost(f, o.journalDir, command, restoring)
+		if err != nil {
+			ls.release(false)
+			return nil, err
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
+}
+
+// release drops the locks, newest first (see affinity.HostLock.Release).
+func (ls hostLocks) release(keepJournal bool) error {
+	var errs []error
+	for i := len(ls) - 1; i >= 0; i-- {
+		errs = append(errs, ls[i].Release(keepJournal))
+	}
+	return errors.Join(errs...)
+}
+
+func (ls hostLocks) paths() string {
+	var p []string
+	for _, l := range ls {
+		p = append(p, l.Path())
+	}
+	return strings.Join(p, " and ")
+}
+
+func restore(o options, log *logger) int {
+	dir := o.journalDir
+	lock, err := lockHost(o, []string{"onload-run", "--restore", "--journal-dir", dir}, true)
 	if err != nil {
 		log.note("%v", err)
 		return exitFailed
 	}
 	steps, err := affinity.Restore(dir)
 	if errors.Is(err, affinity.ErrNoJournal) {
-		lock.Release(false)
+		lock.release(false)
 		log.note("nothing to restore: no journal in %s", dir)
 		return 0
 	}
 	var ex *affinity.JournalExistsError
 	if errors.As(err, &ex) {
-		lock.Release(true)
+		lock.release(true)
 		log.note("%v", err)
 		return exitFailed
 	}
-	if rerr := lock.Release(err != nil); rerr != nil {
+	if rerr := lock.release(err != nil); rerr != nil {
 		log.note("%v", rerr)
 	}
 	logRestored(log, steps)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lowlat/lowlat/affinity"
 	"github.com/lowlat/lowlat/affinity/profile"
+	"github.com/lowlat/lowlat/internal/cli"
 )
 
 // change is one journaled host change.
@@ -55,7 +56,11 @@ func makePlan(o options) (*plan, error) {
 	p := &plan{o: o}
 	prof, err := profile.Load(o.profile)
 	if err != nil {
-		return nil, badInput("%v", err)
+		return nil, badInput("--profile: %w", err)
+	}
+	if names := prof.CodeEnv(); len(names) > 0 && !o.codeEnv {
+		return nil, badInput("profile %s: [env] or [onload] sets %s, which makes PROGRAM load code from where it points: refused without --allow-code-env",
+			prof.Name, strings.Join(names, ", "))
 	}
 	p.prof = prof
 	if p.online, err = affinity.OnlineCPUs(); err != nil {
@@ -85,11 +90,11 @@ func makePlan(o options) (*plan, error) {
 	var irqs []affinity.IRQ
 	if o.iface != "" {
 		if irqs, err = affinity.InterfaceIRQs(o.iface); err != nil {
-			return nil, badInput("--iface %s: %w", o.iface, err)
+			return nil, badInput("--iface %s: %w", cli.Quote(o.iface), err)
 		}
 	}
 	if p.path, err = exec.LookPath(o.argv[0]); err != nil {
-		return nil, badInput("program %q: %v", o.argv[0], unwrapExec(err))
+		return nil, badInput("program %s: %w", cli.Quote(o.argv[0]), unwrapExec(err))
 	}
 	p.isGo, p.linksLowlat = inspectProgram(p.path)
 
@@ -142,6 +147,9 @@ func makePlan(o options) (*plan, error) {
 	if err := p.buildEnv(); err != nil {
 		return nil, err
 	}
+	if err := checkProgramEnv(p.env); err != nil {
+		return nil, badInput("%w", err)
+	}
 	if p.cpus.IsEmpty() {
 		if iso, err := affinity.IsolatedCPUs(); err == nil && !iso.IsEmpty() {
 			p.note("no --cpus: PROGRAM is not pinned (isolated CPUs %s are free for it)", iso)
@@ -156,7 +164,7 @@ func makePlan(o options) (*plan, error) {
 func (p *plan) cpuFlag(flag, v string) (affinity.CPUSet, error) {
 	s, err := affinity.ParseCPUList(v)
 	if err != nil {
-		return s, badInput("%s: %v", flag, err)
+		return s, badInput("%s %s: %w", flag, cli.Quote(v), err)
 	}
 	if s.IsEmpty() {
 		return s, badInput("%s: empty CPU list", flag)
@@ -309,28 +317,36 @@ func (p *plan) commandLine() string {
 }
 
 // print writes the plan as a shell script: each change is a command, with
-// what it replaces and how to undo it in a comment.
+// what it replaces and how to undo it in a comment. Every value in a
+// command is shell-quoted, and every comment is kept to its one line
+// (cli.Line), whatever a profile, the host or the command line holds: no
+// value can start a line of its own.
 func (p *plan) print(w io.Writer) {
-	fmt.Fprintf(w, "# onload-run --dry-run: profile %s: %s\n", p.prof.Name, p.prof.Description)
-	fmt.Fprintf(w, "# Nothing has been changed. Each command below is one change onload-run would make,\n")
-	fmt.Fprintf(w, "# journaled first in %s/%s and undone when PROGRAM ends.\n", p.o.journalDir, affinity.JournalFile)
+	comment := func(cmd, format string, a ...any) {
+		if cmd != "" {
+			cmd += "   "
+		}
+		fmt.Fprintf(w, "%s# %s\n", cmd, cli.Line(fmt.Sprintf(format, a...)))
+	}
+	comment("", "onload-run --dry-run: profile %s: %s", p.prof.Name, p.prof.Description)
+	comment("", "Nothing has been changed. Each command below is one change onload-run would make,")
+	comment("", "journaled first in %s/%s and undone when PROGRAM ends.", p.o.journalDir, affinity.JournalFile)
 	for _, n := range p.notes {
-		fmt.Fprintf(w, "# note: %s\n", n)
+		comment("", "note: %s", n)
 	}
 	for _, n := range p.infos {
-		fmt.Fprintf(w, "# %s\n", n)
+		comment("", "%s", n)
 	}
 	if p.hold {
-		fmt.Fprintf(w, "%s   # hold cpu_dma_latency at %d us while PROGRAM runs (now %s); released when fd 3 closes\n",
-			holdShell(p.holdUS), p.holdUS, p.holdNow)
+		comment(holdShell(p.holdUS), "hold cpu_dma_latency at %d us while PROGRAM runs (now %s); released when fd 3 closes", p.holdUS, p.holdNow)
 	}
 	for _, c := range p.changes {
 		if c.absent {
-			fmt.Fprintf(w, "# skip %s: %s does not exist on this kernel\n", c.name, c.step.Path)
+			comment("", "skip %s: %s does not exist on this kernel", c.name, c.step.Path)
 			continue
 		}
 		undo := affinity.Step{Path: c.step.Path, Old: c.current}.UndoShell()
-		fmt.Fprintf(w, "%s   # %s: %s -> %s; undo: %s\n", c.step.Shell(), c.name, c.current, c.step.New, undo)
+		comment(c.step.Shell(), "%s: %s -> %s; undo: %s", c.name, c.current, c.step.New, undo)
 	}
 	fmt.Fprintln(w, p.commandLine())
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"debug/buildinfo"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -30,6 +31,26 @@ func inspectProgram(path string) (isGo, linksLowlat bool) {
 		}
 	}
 	return true, false
+}
+
+// onloadTagged reports whether the Go binary at path was built with the
+// onload build tag and cgo, which the onload backend needs.
+func onloadTagged(path string) bool {
+	bi, err := buildinfo.ReadFile(path)
+	return err == nil && onloadBuild(bi)
+}
+
+func onloadBuild(bi *buildinfo.BuildInfo) bool {
+	tagged, cgo := false, false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "-tags":
+			tagged = slices.Contains(strings.Split(s.Value, ","), "onload")
+		case "CGO_ENABLED":
+			cgo = s.Value == "1"
+		}
+	}
+	return tagged && cgo
 }
 
 // onloadDirs are where a packaged Onload installs libonload.so.
@@ -110,7 +131,12 @@ func (p *plan) buildEnv() error {
 	} else {
 		lib = findOnload()
 	}
+	if p.o.onload {
+		return p.onloadEnv(lib, have, set, force)
+	}
 	switch {
+	case p.isGo && p.linksLowlat && onloadTagged(p.path):
+		p.info("%s is built with the onload backend: add --onload to run it on Onload", p.o.argv[0])
 	case p.isGo && !p.linksLowlat:
 		p.note("%s is a Go program: LD_PRELOAD (Onload) cannot accelerate it, since the Go runtime makes its own system calls; "+
 			"it must link %s/bypass, which reads the LOWLAT_* variables set here. The host settings still apply.", p.o.argv[0], lowlatModule)
@@ -124,16 +150,42 @@ func (p *plan) buildEnv() error {
 		for _, e := range p.prof.OnloadEnv {
 			set(e.Name, e.Value)
 		}
-		pre, _ := have("LD_PRELOAD")
-		if !slices.Contains(strings.FieldsFunc(pre, func(r rune) bool { return r == ' ' || r == ':' }), lib) {
-			v := lib
-			if pre != "" {
-				v = lib + " " + pre
-			}
-			p.env = slices.DeleteFunc(p.env, func(kv string) bool { return strings.HasPrefix(kv, "LD_PRELOAD=") })
-			p.env = append(p.env, "LD_PRELOAD="+v)
-			p.envAdded = append(p.envAdded, "LD_PRELOAD="+v)
-		}
+		p.preload(lib, have)
 	}
+	return nil
+}
+
+// preload puts lib first in LD_PRELOAD, unless it is there already.
+func (p *plan) preload(lib string, have func(string) (string, bool)) {
+	pre, _ := have("LD_PRELOAD")
+	if slices.Contains(strings.FieldsFunc(pre, func(r rune) bool { return r == ' ' || r == ':' }), lib) {
+		return
+	}
+	v := lib
+	if pre != "" {
+		v = lib + " " + pre
+	}
+	p.env = slices.DeleteFunc(p.env, func(kv string) bool { return strings.HasPrefix(kv, "LD_PRELOAD=") })
+	p.env = append(p.env, "LD_PRELOAD="+v)
+	p.envAdded = append(p.envAdded, "LD_PRELOAD="+v)
+}
+
+// onloadEnv is --onload: Onload must be there, and PROGRAM must be able
+// to use it.
+func (p *plan) onloadEnv(lib string, have func(string) (string, bool), set, force func(name, value string)) error {
+	if lib == "" {
+		return fmt.Errorf("--onload: Onload is not installed: no libonload.so in %s (install Onload, or name the library with --onload-lib)",
+			strings.Join(onloadDirs, ", "))
+	}
+	if p.isGo && !onloadTagged(p.path) {
+		return badInput("--onload: %s is a Go program built without the onload tag, so Onload cannot accelerate it (the Go runtime makes its own system calls): "+
+			"rebuild it with CGO_ENABLED=1 go build -tags onload, using %s/bypass (backend onload)", p.o.argv[0], lowlatModule)
+	}
+	for _, e := range p.prof.OnloadEnv {
+		set(e.Name, e.Value)
+	}
+	force("LOWLAT_BACKEND", "onload")
+	p.preload(lib, have)
+	p.info("Onload: %s preloaded, %d EF_* variable(s) from profile %s", lib, len(p.prof.OnloadEnv), p.prof.Name)
 	return nil
 }
