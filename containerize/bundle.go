@@ -28,8 +28,10 @@ type DevNum struct {
 // Options shape one container. The zero value is not usable: set Binary
 // and Backend.
 type Options struct {
-	// Binary is the host path of a static executable (CGO_ENABLED=0) copied
-	// into the root as BinaryPath.
+	// Binary is the host path of the executable copied into the root as
+	// BinaryPath. When it is linked dynamically, its loader and libraries
+	// (SharedObjects) and the loader's cache are copied in beside it, at
+	// their host paths.
 	Binary string
 	// Args are the arguments after the binary, for example
 	// {"server", "--backend", "kernel", "--addr", "10.199.100.2:7471"}.
@@ -68,7 +70,7 @@ type Options struct {
 // Validate checks o without touching the host's containers.
 func (o Options) Validate() error {
 	if o.Binary == "" {
-		return errors.New("containerize: no binary: set Options.Binary to a static latprobe")
+		return errors.New("containerize: no binary: set Options.Binary to a latprobe")
 	}
 	if _, err := Capabilities(o.Backend, o.Realtime); err != nil {
 		return err
@@ -158,10 +160,14 @@ func NewSpec(o Options) (*specs.Spec, error) {
 }
 
 // Bundle is an OCI bundle directory on disk: Dir/config.json and
-// Dir/rootfs/latprobe.
+// Dir/rootfs/latprobe (with, for a dynamically linked binary, its loader
+// and libraries under Dir/rootfs at their host paths).
 type Bundle struct {
 	Dir  string
 	Spec *specs.Spec
+	// SharedObjects are the host files copied into the root for a
+	// dynamically linked binary (its loader first); nil for a static one.
+	SharedObjects []string
 }
 
 // WriteBundle creates a new bundle directory under parent (os.TempDir when
@@ -203,6 +209,13 @@ func WriteBundle(u *Undo, parent string, o Options) (*Bundle, error) {
 	if err := copyFile(filepath.Join(dir, "rootfs", BinaryPath), o.Binary, 0o755); err != nil {
 		return nil, err
 	}
+	objs, err := SharedObjects(o.Binary)
+	if err != nil {
+		return nil, err
+	}
+	if err := copySharedObjects(filepath.Join(dir, "rootfs"), objs); err != nil {
+		return nil, err
+	}
 	b, err := json.MarshalIndent(s, "", "\t")
 	if err != nil {
 		return nil, fmt.Errorf("containerize: config.json: %w", err)
@@ -210,7 +223,7 @@ func WriteBundle(u *Undo, parent string, o Options) (*Bundle, error) {
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
 		return nil, fmt.Errorf("containerize: config.json: %w", err)
 	}
-	return &Bundle{Dir: dir, Spec: s}, nil
+	return &Bundle{Dir: dir, Spec: s, SharedObjects: objs}, nil
 }
 
 // Rootfs is the bundle's root filesystem directory.

@@ -6,7 +6,7 @@ import (
 )
 
 // Backends are the latprobe backends a container can be set up for.
-var Backends = []string{"kernel", "busypoll", "afxdp", "efvi"}
+var Backends = []string{"kernel", "busypoll", "afxdp", "efvi", "onload"}
 
 // Capabilities returns the Linux capabilities, in the OCI spelling
 // ("CAP_NET_ADMIN"), that latprobe needs with backend and nothing more:
@@ -17,6 +17,9 @@ var Backends = []string{"kernel", "busypoll", "afxdp", "efvi"}
 //	          CAP_BPF (load the redirect program), CAP_IPC_LOCK (UMEM
 //	          beyond RLIMIT_MEMLOCK)
 //	efvi:     CAP_NET_RAW (ef_vi filters on the Onload device)
+//	onload:   none (Onload's driver does the privileged work behind
+//	          /dev/onload; the container needs the devices, not
+//	          capabilities)
 //
 // realtime adds CAP_SYS_NICE, for CPU pinning outside the cpuset's default
 // and SCHED_FIFO. The result is sorted.
@@ -30,6 +33,7 @@ func Capabilities(backend string, realtime bool) ([]string, error) {
 		caps = []string{"CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_BPF", "CAP_IPC_LOCK"}
 	case "efvi":
 		caps = []string{"CAP_NET_RAW"}
+	case "onload":
 	default:
 		return nil, fmt.Errorf("containerize: backend %q: want one of %v", backend, Backends)
 	}

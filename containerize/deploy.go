@@ -40,6 +40,12 @@ type Deploy struct {
 	// which the device cgroup of a non-privileged container refuses to
 	// open.
 	OnloadResource string
+	// OnloadLib is, for backend onload, the host's libonload.so (""
+	// means DefaultOnloadLib). It is mounted read-only into the container
+	// at ContainerOnloadLib and preloaded (LD_PRELOAD): the user-space
+	// library must match the host's Onload driver, so it comes from the
+	// host, not the image.
+	OnloadLib string
 	// Args are latprobe's arguments (nil means a server on 0.0.0.0:7471).
 	Args []string
 }
@@ -57,6 +63,9 @@ func (d Deploy) withDefaults() (Deploy, error) {
 	if d.Image == "" {
 		d.Image = "latprobe:latest"
 	}
+	if d.Backend == "onload" && d.OnloadLib == "" {
+		d.OnloadLib = DefaultOnloadLib
+	}
 	if d.Args == nil {
 		d.Args = []string{"server", "--backend", d.Backend, "--addr", "0.0.0.0:7471"}
 	}
@@ -65,6 +74,19 @@ func (d Deploy) withDefaults() (Deploy, error) {
 
 // onloadDevices are the character devices the Onload/ef_vi library opens.
 var onloadDevices = []string{"/dev/onload", "/dev/onload_epoll", "/dev/sfc_char"}
+
+// usesOnloadDevices says whether backend opens the Onload devices: efvi
+// (ef_vi through /dev/sfc_char and /dev/onload) and onload (the preloaded
+// library's stacks).
+func usesOnloadDevices(backend string) bool { return backend == "efvi" || backend == "onload" }
+
+// DefaultOnloadLib is where Onload's installer puts libonload.so on
+// RPM-style hosts; Debian-style ones have /usr/lib/x86_64-linux-gnu.
+const DefaultOnloadLib = "/usr/lib64/libonload.so"
+
+// ContainerOnloadLib is where the host's libonload.so is mounted, read-only,
+// in an onload container, and what LD_PRELOAD names.
+const ContainerOnloadLib = "/opt/onload/libonload.so"
 
 // Containerfile returns a Containerfile that builds the image from the
 // static binary alone: FROM scratch, nothing else in the image.
@@ -75,6 +97,55 @@ FROM scratch
 COPY latprobe ` + BinaryPath + `
 ENTRYPOINT ["` + BinaryPath + `"]
 `
+}
+
+// Build images of the cgo variants: the Go toolchain (with gcc and the C
+// library's headers) for the build stage, and a slim image of the same
+// Debian release, which carries the C library the binary links, to run it.
+const (
+	GoBuildImage = "golang:1.26-trixie"
+	CBaseImage   = "debian:trixie-slim"
+)
+
+// ContainerfileFor returns the Containerfile for a latprobe set up for
+// backend. kernel, busypoll and afxdp get Containerfile's static binary
+// FROM scratch. efvi and onload need a cgo build (-tags efvi, -tags onload)
+// that links the C library dynamically: a build stage compiles it from the
+// repository (the build context), and the image is CBaseImage, which
+// carries the C library. For efvi the build stage also needs Onload's ef_vi
+// headers and libciul1.a, copied into the context's onload/ directory; for
+// onload nothing of Onload is built in: the host's libonload.so is mounted
+// and preloaded at run time (RunCommand, PodManifest).
+func ContainerfileFor(backend string) string {
+	var b strings.Builder
+	switch backend {
+	case "efvi":
+		b.WriteString(`# latprobe for the efvi backend: a cgo build (-tags efvi) in a build stage,
+# run on an image that carries the C library it links; ef_vi (libciul1.a)
+# is linked in statically.
+# Build context: a checkout of lowlat (the repository root), with Onload's
+# ef_vi headers and static library copied into it first:
+#   mkdir -p onload/include onload/lib
+#   cp -r /usr/include/etherfabric onload/include/   # or $ONLOAD/src/include/etherfabric
+#   cp /usr/lib64/libciul1.a onload/lib/             # or $ONLOAD/build/gnu_x86_64/lib/ciul/libciul1.a
+`)
+	case "onload":
+		b.WriteString(`# latprobe for the onload backend: a cgo build (-tags onload) in a build
+# stage, run on an image that carries the C library it links. Onload itself
+# is not in the image: the host's libonload.so, which must match the host's
+# Onload driver, is mounted read-only and preloaded at run time.
+# Build context: a checkout of lowlat (the repository root).
+`)
+	default:
+		return Containerfile()
+	}
+	b.WriteString("FROM " + GoBuildImage + " AS build\nWORKDIR /src\nCOPY . .\nENV CGO_ENABLED=1\n")
+	if backend == "efvi" {
+		b.WriteString("ENV CGO_CFLAGS=-I/src/onload/include CGO_LDFLAGS=-L/src/onload/lib\n")
+	}
+	b.WriteString("RUN go build -tags " + backend + " -o /out/latprobe ./tools/latprobe\n\n")
+	b.WriteString("FROM " + CBaseImage + "\nCOPY --from=build /out/latprobe " + BinaryPath + "\nENTRYPOINT [\"" + BinaryPath + "\"]\n")
+	return b.String()
 }
 
 // runFlags are the podman/docker run options that give a container o's
@@ -102,7 +173,7 @@ func runFlags(o Options, withNetns bool) ([]string, error) {
 	if o.DMALatency {
 		f = append(f, "--device", DMALatencyPath)
 	}
-	if o.Backend == "efvi" {
+	if usesOnloadDevices(o.Backend) {
 		for _, d := range onloadDevices {
 			f = append(f, "--device", d)
 		}
@@ -136,6 +207,10 @@ func RunCommand(engine string, d Deploy) ([]string, error) {
 	}
 	args := []string{engine, "run", "--rm", "--name", "latprobe", "--network", "host"}
 	args = append(args, f...)
+	if d.Backend == "onload" {
+		args = append(args, "--volume", d.OnloadLib+":"+ContainerOnloadLib+":ro",
+			"--env", "LD_PRELOAD="+ContainerOnloadLib, "--env", "LOWLAT_BACKEND=onload")
+	}
 	if d.CPUSet == "" {
 		args = append(args, "--cpus", strconv.Itoa(d.CPUs))
 	}
@@ -174,11 +249,20 @@ func RunNotes(engine string, d Deploy) []string {
 				"#   without real-time runtime SCHED_FIFO fails with EPERM in the container (drop the flag there).")
 		}
 	}
+	if d.Backend == "onload" {
+		lib := d.OnloadLib
+		if lib == "" {
+			lib = DefaultOnloadLib
+		}
+		n = append(n, "# onload: "+lib+" is the host's Onload library, mounted read-only and preloaded; it must",
+			"#   match the host's driver (onload --version), and the image's C library must be at least as",
+			"#   new as the one it was built against. Pass --onload-lib where the host keeps it elsewhere.")
+	}
 	if engine == "kubernetes" {
 		if devs := hostDevices(d); len(devs) > 0 {
 			n = append(n, "# "+strings.Join(devs, ", ")+": hostPath CharDevice volumes, which the device cgroup",
 				"#   of a non-privileged container refuses to open: set securityContext.privileged: true,")
-			if d.Backend == "efvi" && d.OnloadResource == "" {
+			if usesOnloadDevices(d.Backend) && d.OnloadResource == "" {
 				n = append(n, "#   or pass --onload-resource NAME, the Onload device plugin's resource.")
 			} else {
 				n = append(n, "#   or use a device plugin that exposes them.")
@@ -195,7 +279,7 @@ func hostDevices(d Deploy) []string {
 	if d.DMALatency {
 		devs = append(devs, DMALatencyPath)
 	}
-	if d.Backend == "efvi" && d.OnloadResource == "" {
+	if usesOnloadDevices(d.Backend) && d.OnloadResource == "" {
 		devs = append(devs, onloadDevices...)
 	}
 	return devs
@@ -267,6 +351,7 @@ type (
 	volumeMount struct {
 		Name      string `json:"name"`
 		MountPath string `json:"mountPath"`
+		ReadOnly  bool   `json:"readOnly,omitempty"`
 	}
 	volume struct {
 		Name     string    `json:"name"`
@@ -339,8 +424,13 @@ func latencyContainer(name string, d Deploy) (container, []volume) {
 		vols = append(vols, volume{Name: "hugepages", EmptyDir: &emptyDir{Medium: "HugePages-2Mi"}})
 		c.VolumeMounts = append(c.VolumeMounts, volumeMount{Name: "hugepages", MountPath: "/dev/hugepages"})
 	}
-	if d.Backend == "efvi" && d.OnloadResource != "" {
+	if usesOnloadDevices(d.Backend) && d.OnloadResource != "" {
 		res[d.OnloadResource] = "1"
+	}
+	if d.Backend == "onload" {
+		vols = append(vols, volume{Name: "libonload", HostPath: &hostPath{Path: d.OnloadLib, Type: "File"}})
+		c.VolumeMounts = append(c.VolumeMounts, volumeMount{Name: "libonload", MountPath: ContainerOnloadLib, ReadOnly: true})
+		c.Env = append(c.Env, envVar{Name: "LD_PRELOAD", Value: ContainerOnloadLib}, envVar{Name: "LOWLAT_BACKEND", Value: "onload"})
 	}
 	for _, dev := range hostDevices(d) {
 		vn := strings.ReplaceAll(strings.TrimPrefix(dev, "/dev/"), "_", "-")

@@ -3,7 +3,9 @@
 // can be measured rather than guessed.
 //
 // A container here is an OCI bundle: a directory holding a root filesystem
-// (only the static latprobe binary, nothing else) and a config.json built
+// (the latprobe binary and, when it is linked dynamically, the loader, the
+// libraries and the loader cache it needs, copied from the host: nothing
+// else) and a config.json built
 // from the OCI runtime-spec types. The config grants the capabilities the
 // chosen backend needs and no others, pins the container to a cpuset,
 // mounts the root read-only, passes /dev/cpu_dma_latency through when asked,
@@ -19,7 +21,7 @@
 // order; callers defer it, so a failed or interrupted run leaves nothing.
 //
 // Spec (NewSpec) is pure and deterministic; the live side (Netns, Start,
-// Suite) needs Linux and root. The deploy emitters (Containerfile,
+// Suite) needs Linux and root. The deploy emitters (ContainerfileFor,
 // RunCommand, PodManifest, MeshManifest) are pure too: they print what a
 // user feeds to podman, docker or Kubernetes on a real host. MeshManifest is
 // a DaemonSet of latprobe servers and monitors, one pair per node, so that a

@@ -445,3 +445,51 @@ func TestPodman(t *testing.T) {
 		t.Errorf("podman container %s left: %s", c.ID, out)
 	}
 }
+
+// TestDynamicBinaryInContainer builds the helper the default way (linked
+// dynamically where cgo is on) and runs it in a container: the bundle must
+// carry its loader and libraries, read-only.
+func TestDynamicBinaryInContainer(t *testing.T) {
+	requireRunc(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "probe-dynamic")
+	if out, err := exec.Command("go", "build", "-o", bin, "./internal/probe").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./internal/probe: %v: %s", err, out)
+	}
+	if interp, err := Interpreter(bin); err != nil {
+		t.Fatal(err)
+	} else if interp == "" {
+		t.Skip("go build made a static binary here (cgo off or no C compiler): nothing to carry")
+	}
+	parent := t.TempDir()
+	leakCheck(t, parent)
+	var u Undo
+	t.Cleanup(func() {
+		if err := u.Run(); err != nil {
+			t.Error(err)
+		}
+	})
+	o := Options{Binary: bin, Args: []string{"capeff"}, Backend: "kernel"}
+	b, err := WriteBundle(&u, parent, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.SharedObjects) < 2 {
+		t.Fatalf("shared objects %q: want the loader and at least one library", b.SharedObjects)
+	}
+	for _, p := range append(b.SharedObjects, LdCachePath) {
+		if _, err := os.Stat(filepath.Join(b.Rootfs(), p)); err != nil {
+			t.Errorf("%s not in the bundle's root: %v", p, err)
+		}
+	}
+	if !b.Spec.Root.Readonly {
+		t.Error("root not read-only")
+	}
+	out, err := Run(context.Background(), "runc", parent, o, 20*time.Second)
+	if err != nil {
+		t.Fatalf("dynamically linked helper in a container: %v", err)
+	}
+	if !strings.HasPrefix(strings.TrimSpace(out), "CapEff:") {
+		t.Errorf("output %q: want the CapEff line", out)
+	}
+}

@@ -106,6 +106,7 @@ type (
 	}
 	envVar struct {
 		Name      string        `json:"name"`
+		Value     string        `json:"value,omitempty"`
 		ValueFrom *envVarSource `json:"valueFrom,omitempty"`
 	}
 	envVarSource struct {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,8 +31,24 @@ const serverPort = 7471
 // all or ctx ends. Each cell removes what it created before the next one
 // starts.
 func Suite(ctx context.Context, o SuiteOptions) (*SuiteReport, error) {
-	if err := CheckStatic(o.Binary); err != nil {
+	if o.Binary == "" {
+		return nil, errors.New("containerize: no latprobe binary given")
+	}
+	// A dynamically linked latprobe takes its loader and libraries into
+	// each container (WriteBundle); fail now if the loader misses one.
+	objs, err := SharedObjects(o.Binary)
+	if err != nil {
 		return nil, err
+	}
+	for _, p := range o.Placements {
+		if !slices.Contains(Placements, p) {
+			return nil, fmt.Errorf("containerize: placement %q: want one of %s", p, strings.Join(Placements, ", "))
+		}
+	}
+	for _, b := range o.Backends {
+		if !slices.Contains(SuiteBackends, b) {
+			return nil, fmt.Errorf("containerize: backend %q: want one of %s", b, strings.Join(SuiteBackends, ", "))
+		}
 	}
 	if o.Engine == "" {
 		o.Engine = "runc"
@@ -55,9 +72,16 @@ func Suite(ctx context.Context, o SuiteOptions) (*SuiteReport, error) {
 			return nil, fmt.Errorf("containerize: out dir: %w", err)
 		}
 	}
-	rep := &SuiteReport{}
+	rep := &SuiteReport{SharedObjects: objs}
+	defer rep.SetRatios()
 	for _, p := range Placements {
+		if len(o.Placements) > 0 && !slices.Contains(o.Placements, p) {
+			continue
+		}
 		for _, b := range SuiteBackends {
+			if len(o.Backends) > 0 && !slices.Contains(o.Backends, b) {
+				continue
+			}
 			if err := ctx.Err(); err != nil {
 				return rep, err
 			}
@@ -78,7 +102,9 @@ func Suite(ctx context.Context, o SuiteOptions) (*SuiteReport, error) {
 }
 
 // CheckStatic fails unless path is an ELF executable with no program
-// interpreter, which a FROM-scratch root needs.
+// interpreter, which a FROM-scratch image holding the binary alone needs.
+// The suite and WriteBundle do not need it: they copy a dynamically linked
+// binary's loader and libraries in (SharedObjects).
 func CheckStatic(path string) error {
 	if path == "" {
 		return errors.New("containerize: no latprobe binary given")
@@ -117,6 +143,22 @@ func runCell(ctx context.Context, o SuiteOptions, c *Cell) (err error) {
 		}
 		srv = endpoint{container: c.Placement != "host", addr: loop}
 		cli = endpoint{addr: loop}
+	case "netns", "container-both":
+		ns1, err := NewNetns(&u, NetnsPrefix)
+		if err != nil {
+			return err
+		}
+		ns2, err := NewNetns(&u, NetnsPrefix)
+		if err != nil {
+			return err
+		}
+		a, b, err := NewVeth(&u, ns1, ns2, netip.MustParsePrefix("10.199.99.0/30"))
+		if err != nil {
+			return err
+		}
+		inContainer := c.Placement == "container-both"
+		srv = endpoint{container: inContainer, netns: ns1, iface: a.Name, addr: a.Addr}
+		cli = endpoint{container: inContainer, netns: ns2, iface: b.Name, addr: b.Addr}
 	case "container-netns":
 		ns, err := NewNetns(&u, NetnsPrefix)
 		if err != nil {
@@ -132,21 +174,6 @@ func runCell(ctx context.Context, o SuiteOptions, c *Cell) (err error) {
 		}
 		srv = endpoint{container: true, netns: ns, iface: n.Name, addr: n.Addr}
 		cli = endpoint{iface: h.Name, addr: h.Addr}
-	case "container-both":
-		ns1, err := NewNetns(&u, NetnsPrefix)
-		if err != nil {
-			return err
-		}
-		ns2, err := NewNetns(&u, NetnsPrefix)
-		if err != nil {
-			return err
-		}
-		a, b, err := NewVeth(&u, ns1, ns2, netip.MustParsePrefix("10.199.99.0/30"))
-		if err != nil {
-			return err
-		}
-		srv = endpoint{container: true, netns: ns1, iface: a.Name, addr: a.Addr}
-		cli = endpoint{container: true, netns: ns2, iface: b.Name, addr: b.Addr}
 	default:
 		return fmt.Errorf("placement %q unknown", c.Placement)
 	}
@@ -243,6 +270,9 @@ func startEnd(ctx context.Context, u *Undo, o SuiteOptions, e endpoint, args []s
 	}
 	p := &procEnd{done: make(chan struct{})}
 	cmd := exec.Command(o.Binary, args...)
+	if e.netns != nil {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", e.netns.Name, o.Binary}, args...)...)
+	}
 	cmd.SysProcAttr = dieWithParent()
 	cmd.Stdout, cmd.Stderr = &p.out, &p.errb
 	if err := cmd.Start(); err != nil {
@@ -271,6 +301,9 @@ func runEnd(ctx context.Context, u *Undo, o SuiteOptions, e endpoint, args []str
 		return Run(ctx, o.Engine, "", e.options(o, args[2], args), limit)
 	}
 	cmd := exec.CommandContext(ctx, o.Binary, args...)
+	if e.netns != nil {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", e.netns.Name, o.Binary}, args...)...)
+	}
 	cmd.SysProcAttr = dieWithParent()
 	var out, errb syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

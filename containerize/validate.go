@@ -84,6 +84,9 @@ func (d Deploy) Validate() error {
 	if d.OnloadResource != "" && (!strings.Contains(d.OnloadResource, "/") || strings.ContainsAny(d.OnloadResource, " \t\n:")) {
 		return &FieldError{"OnloadResource", d.OnloadResource, fmt.Errorf("want a domain-qualified extended resource name such as example.com/onload")}
 	}
+	if d.OnloadLib != "" && (!strings.HasPrefix(d.OnloadLib, "/") || strings.ContainsAny(d.OnloadLib, " \t\n:,")) {
+		return &FieldError{"OnloadLib", d.OnloadLib, fmt.Errorf("want the absolute host path of libonload.so, such as %s", DefaultOnloadLib)}
+	}
 	if d.Memory != "" {
 		if _, err := ParseBytes(d.Memory); err != nil {
 			return &FieldError{"Memory", d.Memory, err}

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/lowlat/lowlat/affinity"
 	"github.com/lowlat/lowlat/containerize"
+	"github.com/lowlat/lowlat/internal/cli"
 	"github.com/lowlat/lowlat/latency"
 )
 
@@ -22,7 +25,9 @@ func cmdSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	count := fs.Int("count", 10000, "measured round trips per cell")
 	engine := fs.String("engine", "runc", "container engine: runc or podman")
 	cpus := fs.String("cpus", "", "cpuset for the containers, such as 0-1 (default: every CPU)")
-	binary := fs.String("binary", "", "static latprobe to run and put in the containers (default: this one, when it is static)")
+	binary := fs.String("binary", "", "latprobe to run and put in the containers (default: this one; a dynamically linked one takes its loader and libraries along)")
+	placements := fs.String("placements", "", "comma-separated placements to measure (default: all: "+strings.Join(containerize.Placements, ",")+")")
+	backends := fs.String("backends", "", "comma-separated backends to measure (default: all: "+strings.Join(containerize.SuiteBackends, ",")+")")
 	plotName := fs.String("plot", "", "draw every cell's percentile distribution to this .svg or .png file")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
@@ -40,8 +45,28 @@ func cmdSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *cpus != "" {
 		if s, err := affinity.ParseCPUList(*cpus); err != nil || s.IsEmpty() {
-			return usagef("--cpus %q: want a CPU list such as 0-1 or 2,4", *cpus)
+			return usagef("--cpus %s: want a CPU list such as 0-1 or 2,4", cli.Quote(*cpus))
 		}
+	}
+	var onlyPlacements, onlyBackends []string
+	if *placements != "" {
+		onlyPlacements = strings.Split(*placements, ",")
+		for _, p := range onlyPlacements {
+			if !slices.Contains(containerize.Placements, p) {
+				return usagef("--placements: %s: want some of %s", cli.Quote(p), strings.Join(containerize.Placements, ","))
+			}
+		}
+	}
+	if *backends != "" {
+		onlyBackends = strings.Split(*backends, ",")
+		for _, b := range onlyBackends {
+			if !slices.Contains(containerize.SuiteBackends, b) {
+				return usagef("--backends: %s: want some of %s", cli.Quote(b), strings.Join(containerize.SuiteBackends, ","))
+			}
+		}
+	}
+	if parsedOnly(ctx) {
+		return nil
 	}
 	bin := *binary
 	if bin == "" {
@@ -62,8 +87,13 @@ func cmdSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	rep, err := containerize.Suite(ctx, containerize.SuiteOptions{
 		Binary: bin, Engine: *engine, Count: *count, OutDir: *out, CPUs: *cpus,
+		Placements: onlyPlacements, Backends: onlyBackends,
 		Progress: func(p, b string) { fmt.Fprintf(stderr, "latprobe suite: %s %s\n", p, b) },
 	})
+	if rep != nil && len(rep.SharedObjects) > 0 {
+		fmt.Fprintf(stderr, "latprobe suite: %s is dynamically linked: copied read-only into each container beside it: %s and the loader's cache\n",
+			bin, strings.Join(rep.SharedObjects, ", "))
+	}
 	if err != nil {
 		return err
 	}
