@@ -88,7 +88,7 @@ func (t *packetTransport) recvStamped(b []byte) (int, bypass.Timestamp, error) {
 	if err != nil {
 		return 0, bypass.Timestamp{}, err
 	}
-	if m.Addr != t.peer {
+	if m.Addr != t.peer && !t.anySender {
 		return 0, bypass.Timestamp{}, ErrForeign
 	}
 	if m.Trunc {

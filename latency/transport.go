@@ -28,14 +28,19 @@ var ErrForeign = errors.New("latency: message from another sender")
 
 // PacketTransport sends datagrams on c to peer and accepts only datagrams
 // from peer. It does not close c.
+//
+// A multicast peer (a group the servers joined) is sent to, and a reply is
+// taken from whichever server sends it, from any address.
 func PacketTransport(c bypass.PacketConn, peer netip.AddrPort) Transport {
-	return &packetTransport{c: c, peer: netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())}
+	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+	return &packetTransport{c: c, peer: peer, anySender: peer.Addr().IsMulticast()}
 }
 
 type packetTransport struct {
-	c    bypass.PacketConn
-	peer netip.AddrPort
-	msg  [1]bypass.Message // recvStamped's
+	c         bypass.PacketConn
+	peer      netip.AddrPort
+	anySender bool              // peer is a group: replies come from the servers' own addresses
+	msg       [1]bypass.Message // recvStamped's
 }
 
 func (t *packetTransport) Send(b []byte) error {
@@ -48,7 +53,7 @@ func (t *packetTransport) Recv(b []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if from != t.peer {
+	if from != t.peer && !t.anySender {
 		return 0, ErrForeign
 	}
 	return n, nil

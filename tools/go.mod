@@ -22,6 +22,7 @@ require (
 	github.com/cilium/ebpf v0.22.0 // indirect
 	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
 	github.com/klauspost/cpuid/v2 v2.4.2 // indirect
+	github.com/lowlat/lowlat/metrics v0.0.0-00010101000000-000000000000
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/opencontainers/runtime-spec v1.3.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
@@ -40,3 +41,5 @@ replace (
 	github.com/lowlat/lowlat => ../
 	github.com/lowlat/lowlat/containerize => ../containerize
 )
+
+replace github.com/lowlat/lowlat/metrics => ../metrics

@@ -4,6 +4,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -53,5 +57,104 @@ func TestEFVIWithoutDriver(t *testing.T) {
 	}
 	if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "ef_vi") {
 		t.Fatalf("want one line about ef_vi, got:\n%s", r.stderr)
+	}
+}
+
+// TestMulticastGroupServer: a server joined to a group (any source, then
+// for one source only) answers a client that sends to the group across
+// veth namespaces; a server joined for another source does not.
+func TestMulticastGroupServer(t *testing.T) {
+	p := testnet.NewPair(t, testnet.Config{TxChecksumOff: true})
+	group := "239.7.1.1"
+	for _, c := range []struct {
+		name   string
+		source string // "": any source
+		answer bool
+	}{
+		{"any source", "", true},
+		{"this source", p.A.Addr.String(), true},
+		{"another source", "10.198.1.1", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := []string{"--backend", "kernel", "--iface", p.B.Link, "--addr", "0.0.0.0:9600", "--group", group}
+			if c.source != "" {
+				args = append(args, "--source", c.source)
+			}
+			startServer(t, []string{"ip", "netns", "exec", p.B.Name}, args...)
+			cmd := p.A.Command(binary, "client", "--peer", group+":9600", "--backend", "kernel",
+				"--iface", p.A.Link, "--count", "50", "--warmup", "5", "--timeout", "100ms", "--json")
+			cmd.Env = cleanEnv()
+			var out, errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			err := runBounded(cmd, time.Minute)
+			if !c.answer {
+				if err == nil {
+					t.Fatalf("a server joined for another source answered:\n%s", out.String())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("client: %v: %s%s", err, out.String(), errb.String())
+			}
+			if !strings.Contains(out.String(), `"samples":50`) {
+				t.Fatalf("want 50 samples:\n%s%s", out.String(), errb.String())
+			}
+		})
+	}
+}
+
+// TestRunTimestamps: run --timestamps splits every round trip into the
+// four stages, in the table and in JSON; it refuses what cannot carry them.
+func TestRunTimestamps(t *testing.T) {
+	r := runBinary(t, "run", "--timestamps", "--backend", "kernel", "--count", "2000", "--warmup", "200", "--json")
+	if r.code != 0 {
+		t.Fatalf("exit %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	var rep struct {
+		Samples int64                       `json:"samples"`
+		Stages  map[string]map[string]int64 `json:"stages_ns"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.stdout)), &rep); err != nil {
+		t.Fatalf("%v:\n%s", err, r.stdout)
+	}
+	for _, s := range []string{"client_tx", "network", "server", "client_rx"} {
+		if _, ok := rep.Stages[s]["p50"]; !ok {
+			t.Fatalf("stages_ns lacks %s: %+v", s, rep.Stages)
+		}
+	}
+	r = runBinary(t, "run", "--timestamps", "--backend", "kernel", "--count", "500", "--warmup", "100")
+	if r.code != 0 || !strings.Contains(r.stdout, "client_rx") || !strings.Contains(r.stdout, "stages of the 64 B round trip") {
+		t.Fatalf("table without stages (exit %d):\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, bad := range [][]string{
+		{"run", "--timestamps", "--proto", "tcp"},
+		{"run", "--timestamps", "--size", "24"},
+	} {
+		if r := runBinary(t, bad...); r.code != 2 || !strings.Contains(r.stderr, "--timestamps") {
+			t.Fatalf("%v: exit %d, %q; want 2 naming --timestamps", bad, r.code, r.stderr)
+		}
+	}
+}
+
+// TestServerMetrics: latprobe server --metrics serves each connection's
+// counters for Prometheus while it answers.
+func TestServerMetrics(t *testing.T) {
+	addr := startServer(t, nil, "--backend", "kernel", "--addr", "127.0.0.1:0", "--metrics", "127.0.0.1:19464")
+	r := runBinary(t, "client", "--peer", addr.String(), "--backend", "kernel", "--count", "100", "--warmup", "10")
+	if r.code != 0 {
+		t.Fatalf("client: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	resp, err := http.Get("http://127.0.0.1:19464/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	want := fmt.Sprintf(`lowlat_rx_packets_total{backend="kernel",conn="%v"} 110`, addr)
+	if !strings.Contains(string(body), want) {
+		t.Fatalf("metrics lack %s:\n%s", want, body)
+	}
+	if r := runBinary(t, "server", "--metrics", "example.com:80"); r.code != 2 || !strings.Contains(r.stderr, "--metrics") {
+		t.Fatalf("--metrics with a name: exit %d, %q", r.code, r.stderr)
 	}
 }

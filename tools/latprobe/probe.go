@@ -16,7 +16,9 @@ import (
 	"github.com/lowlat/lowlat/affinity"
 	"github.com/lowlat/lowlat/bypass"
 	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/internal/cli"
 	"github.com/lowlat/lowlat/latency"
+	"github.com/lowlat/lowlat/metrics"
 )
 
 // role says which command a probe's flags belong to.
@@ -53,6 +55,9 @@ type probe struct {
 	mps                  int
 	maxConns             int           // server, tcp: connections served at once
 	idleTimeout          time.Duration // server, tcp: close a connection silent this long
+	timestamps           bool          // stamp datagrams; run, client: split each round trip into stages
+	groups, sources      stringList    // server: multicast groups to join, and the sources to join them for
+	metricsAddr          string        // server, udp: serve the connections' counters for Prometheus here
 }
 
 // newProbe registers the flags of the given role on a new flag set.
@@ -65,6 +70,7 @@ func newProbe(name string, r role) *probe {
 	fs.StringVar(&p.iface, "iface", "", "network interface, for backends that bind one (afxdp)")
 	fs.IntVar(&p.queue, "queue", 0, "NIC queue to bind, -1 for all (afxdp)")
 	fs.StringVar(&p.xdpMode, "xdp-mode", "", "XDP attach mode: auto, drv or skb (afxdp)")
+	fs.BoolVar(&p.timestamps, "timestamps", false, "stamp datagrams (udp, lowlat wire): the server reports its own time in each reply; run and client split every round trip into client_tx, network, server and client_rx")
 	p.fieldFlags()
 	switch r {
 	case roleServer:
@@ -73,6 +79,9 @@ func newProbe(name string, r role) *probe {
 		fs.DurationVar(&p.duration, "duration", 0, "stop after this long (default: run until interrupted)")
 		fs.IntVar(&p.maxConns, "max-conns", defaultMaxConns, fmt.Sprintf("tcp: connections served at once, 1 to %d; more are closed at once, with a note", maxMaxConns))
 		fs.DurationVar(&p.idleTimeout, "idle-timeout", defaultIdleTimeout, "tcp: close a connection that sends nothing for this long, or does not take a reply for as long (0: never)")
+		fs.Var(&p.groups, "group", "udp: join this multicast `GROUP` on every --addr and answer what arrives there (repeatable); --iface names the interface")
+		fs.StringVar(&p.metricsAddr, "metrics", "", "udp: serve every connection's counters for Prometheus on `[IP]:PORT` (/metrics)")
+		fs.Var(&p.sources, "source", "udp, with --group: join the groups for this `SOURCE` only (source-specific, IGMPv3/MLDv2; repeatable)")
 		return p
 	case roleRun:
 		fs.StringVar(&p.addr, "addr", defaultRunAddr, "address the echo server listens on; the client binds the same IP")
@@ -123,6 +132,11 @@ type plan struct {
 
 	maxConns    int           // server, tcp
 	idleTimeout time.Duration // server, tcp: 0 never
+	groups      []netip.Addr  // server: multicast groups to join
+	sources     []netip.Addr  // server: join the groups for these sources only
+	metricsAddr string        // server: where to serve /metrics ("": nowhere)
+
+	collector *metrics.Collector // server with --metrics: every connection is added
 }
 
 // validate checks the flags, and the LOWLAT_* environment under them, and
@@ -177,6 +191,22 @@ func (p *probe) validate() (*plan, error) {
 			return nil, usagef("--xdp-mode: only the afxdp backend attaches XDP (--backend is %s)", o.Backend)
 		}
 		o.XDP.Mode = p.xdpMode
+	}
+	if p.timestamps {
+		if p.proto != "udp" {
+			return nil, usagef("--timestamps: only with --proto udp")
+		}
+		if pl.wire != latency.Lowlat && pl.wire != nil {
+			return nil, usagef("--timestamps: only with the lowlat wire format (--wire %s)", pl.wire.Name())
+		}
+		if p.mps > 0 {
+			return nil, usagef("--timestamps: not with --mps (stages are measured in ping-pong)")
+		}
+		o.Timestamps = bypass.TimestampsSoftware
+		// A client reads its transmit stamps; a server does not, so it
+		// does not ask for them (they would fill its error queue).
+		o.TxTimestamps = p.role != roleServer
+		pl.cfg.Stages = p.role != roleServer
 	}
 	if err := o.Validate(); err != nil {
 		return nil, usagef("backend options: %v", err)
@@ -234,6 +264,35 @@ func (p *probe) validate() (*plan, error) {
 			return nil, usagef("--max-conns and --idle-timeout: only with --proto tcp (a UDP server keeps no state per peer)")
 		}
 		pl.maxConns, pl.idleTimeout = p.maxConns, p.idleTimeout
+		for _, g := range p.groups {
+			a, err := netip.ParseAddr(g)
+			if err != nil || !a.IsMulticast() {
+				return nil, usagef("--group %s: not a multicast address", cli.Quote(g))
+			}
+			pl.groups = append(pl.groups, a)
+		}
+		for _, src := range p.sources {
+			a, err := netip.ParseAddr(src)
+			if err != nil || a.IsMulticast() || a.IsUnspecified() {
+				return nil, usagef("--source %s: not a unicast address", cli.Quote(src))
+			}
+			pl.sources = append(pl.sources, a)
+		}
+		switch {
+		case len(pl.sources) > 0 && len(pl.groups) == 0:
+			return nil, usagef("--source: needs --group")
+		case len(pl.groups) > 0 && p.proto != "udp":
+			return nil, usagef("--group: only with --proto udp")
+		}
+		if p.set("metrics") {
+			if p.proto != "udp" {
+				return nil, usagef("--metrics: only with --proto udp")
+			}
+			if err := checkListen(p.metricsAddr); err != nil {
+				return nil, usagef("--metrics %s: %v", cli.Quote(p.metricsAddr), err)
+			}
+			pl.metricsAddr = p.metricsAddr
+		}
 		return pl, nil
 	case roleRun:
 		a, err := netip.ParseAddrPort(p.addr)
@@ -296,6 +355,14 @@ func (p *probe) validate() (*plan, error) {
 		}
 		pl.sizes = []int{p.size}
 	}
+	if p.timestamps {
+		if slices.ContainsFunc(pl.sizes, func(n int) bool { return n < latency.MinStageSize }) {
+			return nil, usagef("--timestamps: messages of at least %d bytes carry the server's time", latency.MinStageSize)
+		}
+		if len(pl.peers) > 1 {
+			return nil, usagef("--timestamps: measures one --peer only (given %d)", len(pl.peers))
+		}
+	}
 	if p.hlog != "" && strings.TrimSpace(p.hlog) == "" {
 		return nil, usagef("--hlog: empty file name")
 	}
@@ -318,6 +385,14 @@ func (p *probe) validatePeers(pl *plan) error {
 		pl.peers = append(pl.peers, peer)
 	}
 	pl.peer = pl.peers[0]
+	if slices.ContainsFunc(pl.peers, func(a netip.AddrPort) bool { return a.Addr().IsMulticast() }) {
+		if p.proto != "udp" {
+			return usagef("--peer: a multicast group needs --proto udp")
+		}
+		// Requests to a group leave through --iface; replies come from the
+		// servers' own addresses.
+		pl.opts.Multicast.Interface = pl.opts.Interface
+	}
 	many := len(pl.peers) > 1
 	if many {
 		switch {

@@ -165,9 +165,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // stack, and what the client sends leaves through the NIC and never comes
 // back to the server's queue.
 func listenPair(addr netip.AddrPort, o bypass.Options) (sc, cc bypass.PacketConn, err error) {
+	// The server reads no transmit stamps: it does not ask for them.
+	so := o
+	so.TxTimestamps = false
 	client := netip.AddrPortFrom(addr.Addr(), 0)
 	if o.Backend != "" && o.Backend != "auto" {
-		if sc, err = bypass.ListenUDP(addr, o); err != nil {
+		if sc, err = bypass.ListenUDP(addr, so); err != nil {
 			return nil, nil, fmt.Errorf("server: %w", listenError("udp", addr, err))
 		}
 		if cc, err = bypass.ListenUDP(client, o); err != nil {
@@ -189,7 +192,9 @@ func listenPair(addr netip.AddrPort, o bypass.Options) (sc, cc bypass.PacketConn
 		bo := o
 		bo.Backend = name
 		bo.Skipped = slices.Clone(skipped)
-		if sc, err = bypass.ListenUDP(addr, bo); err != nil {
+		sbo := bo
+		sbo.TxTimestamps = false
+		if sc, err = bypass.ListenUDP(addr, sbo); err != nil {
 			if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) {
 				// Every backend would fail the same way.
 				return nil, nil, fmt.Errorf("server: %w", listenError("udp", addr, err))

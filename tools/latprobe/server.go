@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime/debug"
@@ -13,8 +15,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/lowlat/lowlat/bypass"
 	"github.com/lowlat/lowlat/latency"
+	"github.com/lowlat/lowlat/metrics"
 )
 
 // cmdServer runs an echo server until interrupted or --duration passes.
@@ -36,6 +42,13 @@ func cmdServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		defer cancel()
 	}
 	srv := &latency.EchoServer{Wire: pl.wire}
+	if pl.metricsAddr != "" {
+		stop, err := serveMetrics(pl, stdout)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	var (
 		listening bool
 		counters  []string
@@ -79,7 +92,11 @@ func connCounters(c bypass.PacketConn) string {
 		{"drop-not-ours", s.DropNotOurs},
 		{"drop-length", s.DropLength},
 		{"drop-queue-full", s.DropQueueFull},
+		{"drop-recv-buffer", s.DropRecvBuffer},
+		{"drop-crc", s.DropCRC},
 		{"kernel-dropped", s.KernelDropped},
+		{"rx-ring-full", s.RxRingFull},
+		{"invalid-descs", s.InvalidDescs},
 		{"fill-ring-empty", s.FillRingEmpty},
 		{"tx-ring-full", s.TxRingFull},
 		{"wakeups", s.Wakeups},
@@ -113,6 +130,13 @@ func serveUDP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout io.
 	c, err := bypass.ListenUDP(pl.addr, pl.opts)
 	if err != nil {
 		return false, nil, listenError("udp", pl.addr, err)
+	}
+	if err := joinGroups(c, pl, stdout); err != nil {
+		c.Close()
+		return false, nil, err
+	}
+	if pl.collector != nil {
+		pl.collector.Add(c.LocalAddr().String(), c)
 	}
 	fmt.Fprintln(stdout, describe("latprobe server: udp", c.LocalAddr(), pl.cpu, c.Info()))
 	done := make(chan error, 1)
@@ -155,6 +179,12 @@ func servePoller(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout 
 			return false, nil, listenError("udp", a, err)
 		}
 		conns = append(conns, c)
+		if err := joinGroups(c, pl, stdout); err != nil {
+			return false, nil, err
+		}
+		if pl.collector != nil {
+			pl.collector.Add(c.LocalAddr().String(), c)
+		}
 		if c.Info().Wait == bypass.WaitSpin {
 			po.Wait = bypass.WaitSpin
 		}
@@ -461,4 +491,43 @@ func serveStreams(ctx context.Context, l bypass.StreamListener, srv *latency.Ech
 		return err
 	}
 	return nil
+}
+
+// joinGroups joins every --group on c: for each --source when there are
+// some (source-specific), else for any source.
+func joinGroups(c bypass.PacketConn, pl *plan, stdout io.Writer) error {
+	for _, g := range pl.groups {
+		if len(pl.sources) == 0 {
+			if err := c.JoinGroup(g); err != nil {
+				return fmt.Errorf("--group %v: %w", g, err)
+			}
+			fmt.Fprintf(stdout, "latprobe server: %v joined %v\n", c.LocalAddr(), g)
+			continue
+		}
+		for _, src := range pl.sources {
+			if err := c.JoinSourceGroup(g, src); err != nil {
+				return fmt.Errorf("--group %v --source %v: %w", g, src, err)
+			}
+			fmt.Fprintf(stdout, "latprobe server: %v joined %v for source %v\n", c.LocalAddr(), g, src)
+		}
+	}
+	return nil
+}
+
+// serveMetrics serves /metrics on --metrics with a collector that every
+// connection the server opens joins; stop shuts the HTTP server down.
+func serveMetrics(pl *plan, stdout io.Writer) (stop func(), err error) {
+	pl.collector = metrics.NewCollector()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(pl.collector)
+	ln, err := net.Listen("tcp", pl.metricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics %s: %w", pl.metricsAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(ln)
+	fmt.Fprintf(stdout, "latprobe server: counters on http://%v/metrics\n", ln.Addr())
+	return func() { hs.Close() }, nil
 }
