@@ -50,8 +50,8 @@ const MinStageSize = HeaderLen + 8
 // not on CLOCK_REALTIME (a NIC's clock cannot be compared with the
 // server's send call).
 func putServerStage(reply []byte, rx bypass.Timestamp) {
-	if len(reply) < MinStageSize || reply[5]&FlagStages == 0 {
-		return
+	if len(reply) < MinStageSize || binary.BigEndian.Uint32(reply) != Magic || reply[5]&FlagStages == 0 {
+		return // not a lowlat request that asks (a server on the auto wire also answers sockperf)
 	}
 	var ns int64
 	if rx.Clock == bypass.ClockKernel || rx.Clock == bypass.ClockUser {
@@ -63,7 +63,7 @@ func putServerStage(reply []byte, rx bypass.Timestamp) {
 // serverStage reads the server's stage from a reply: false when it carries
 // none.
 func serverStage(reply []byte) (int64, bool) {
-	if len(reply) < MinStageSize || reply[5]&FlagStages == 0 {
+	if len(reply) < MinStageSize || binary.BigEndian.Uint32(reply) != Magic || reply[5]&FlagStages == 0 {
 		return 0, false
 	}
 	ns := int64(binary.BigEndian.Uint64(reply[stageOffset:]))

@@ -151,3 +151,21 @@ func waitForStamps(t *testing.T, c bypass.PacketConn) {
 	}
 	t.Fatal("the kernel never stamped a datagram")
 }
+
+// TestServerStageOnlyForLowlat: a server on the auto wire answers sockperf
+// messages too; their bytes must never be taken for a lowlat request that
+// asks for the server's stage.
+func TestServerStageOnlyForLowlat(t *testing.T) {
+	msg := make([]byte, 64)
+	for i := range msg {
+		msg[i] = 0xff // every flag bit set, no lowlat magic
+	}
+	orig := append([]byte(nil), msg...)
+	putServerStage(msg, bypass.Timestamp{Ns: 1, Clock: bypass.ClockKernel})
+	if string(msg) != string(orig) {
+		t.Fatal("a message without the lowlat magic was written into")
+	}
+	if _, ok := serverStage(msg); ok {
+		t.Fatal("a stage was read from a message without the lowlat magic")
+	}
+}

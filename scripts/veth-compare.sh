@@ -3,16 +3,19 @@
 # both ends pinned and spinning, for each backend in turn, interleaved over
 # several repeats, and prints one JSON line per run and a summary table.
 #
-#   scripts/veth-compare.sh [-r REPEATS] [-n COUNT] [-b "afxdp busypoll"] [-s SIZE]
+#   scripts/veth-compare.sh [-r REPEATS] [-n COUNT] [-b "afxdp busypoll"] [-s SIZE] [-t]
+#
+# -t passes --timestamps to both ends: each JSON line then carries the
+# round trip's stages (client_tx, network, server, client_rx).
 #
 # Needs root. Everything it creates (two namespaces and the veth between
 # them, on 10.199.9.0/30, which exists only inside them) is deleted on exit.
 set -euo pipefail
-repeats=5 count=200000 backends="afxdp busypoll" size=64 xdpmode=${XDP_MODE:-auto}
-while getopts r:n:b:s: opt; do
+repeats=5 count=200000 backends="afxdp busypoll" size=64 xdpmode=${XDP_MODE:-auto} stamps=
+while getopts r:n:b:s:t opt; do
   case $opt in
-    r) repeats=$OPTARG ;; n) count=$OPTARG ;; b) backends=$OPTARG ;; s) size=$OPTARG ;;
-    *) echo "usage: $0 [-r REPEATS] [-n COUNT] [-b BACKENDS] [-s SIZE]" >&2; exit 2 ;;
+    r) repeats=$OPTARG ;; n) count=$OPTARG ;; b) backends=$OPTARG ;; s) size=$OPTARG ;; t) stamps=--timestamps ;;
+    *) echo "usage: $0 [-r REPEATS] [-n COUNT] [-b BACKENDS] [-s SIZE] [-t]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "veth-compare: needs root (network namespaces, XDP)" >&2; exit 2; }
@@ -46,11 +49,11 @@ for r in $(seq 1 "$repeats"); do
   for b in $backends; do
     port=$((port + 1))
     ip netns exec "$nsb" "$work/latprobe" server --backend "$b" $(xdpflag "$b") --iface vcmpb --addr "10.199.9.2:$port" \
-      --cpu "$scpu" --wait spin >"$work/server.log" 2>&1 &
+      --cpu "$scpu" --wait spin $stamps >"$work/server.log" 2>&1 &
     spid=$!
     sleep 0.5
     ip netns exec "$nsa" "$work/latprobe" client --backend "$b" $(xdpflag "$b") --iface vcmpa --addr "10.199.9.1:$((port + 1000))" \
-      --peer "10.199.9.2:$port" --cpu 0 --wait spin --count "$count" --warmup 10000 --size "$size" --json \
+      --peer "10.199.9.2:$port" --cpu 0 --wait spin --count "$count" --warmup 10000 --size "$size" --json $stamps \
       >"$work/client.json" 2>"$work/client.err" || { cat "$work/client.err" "$work/server.log" >&2; exit 1; }
     kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null || true
     echo "repeat=$r $(cat "$work/client.json")"

@@ -196,7 +196,7 @@ func (p *probe) validate() (*plan, error) {
 		if p.proto != "udp" {
 			return nil, usagef("--timestamps: only with --proto udp")
 		}
-		if pl.wire != latency.Lowlat && pl.wire != nil {
+		if pl.wire != latency.Lowlat && pl.wire != nil && !(p.role == roleServer && pl.wire == latency.Auto) {
 			return nil, usagef("--timestamps: only with the lowlat wire format (--wire %s)", pl.wire.Name())
 		}
 		if p.mps > 0 {

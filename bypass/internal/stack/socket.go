@@ -525,9 +525,13 @@ func (s *Socket) flush() (int, error) {
 	// Counted before the kick, so that a peer that answers at once never
 	// finds the count behind; frames the device refused are taken back.
 	s.tx.Add(uint64(st.staged))
+	var stamp int64
+	if s.txStamps {
+		stamp = time.Now().UnixNano() // as the frames are handed over, before the kick's system call
+	}
 	n, err := st.d.Kick()
 	if s.txStamps && n > 0 {
-		s.txStamp = time.Now().UnixNano()
+		s.txStamp = stamp
 		s.txSeq = s.tx.Load() - uint64(st.staged-n) - 1
 	}
 	if n < st.staged {
