@@ -251,9 +251,16 @@ func joinSkips(s []Skip) error {
 	return errors.Join(errs...)
 }
 
-// OptionsFromEnv returns base with the LOWLAT_* environment variables
-// applied (see EnvHelp).
-func OptionsFromEnv(base Options) (Options, error) { return backend.FromEnv(base, nil) }
+// OptionsFromEnv returns base with the LOWLAT_* environment variables (see
+// EnvHelp) filling in what base left unset: options set in code win, so
+// that a wrapper's profile (onload-run's LOWLAT_WAIT=spin, say) tunes a
+// program without overriding what the program chose for a socket.
+func OptionsFromEnv(base Options) (Options, error) { return backend.FillFromEnv(base, nil) }
+
+// OptionsOverriddenByEnv returns base with every LOWLAT_* variable that is
+// set applied over it: for a program that wants its wrapper's profile to
+// win over its own settings.
+func OptionsOverriddenByEnv(base Options) (Options, error) { return backend.FromEnv(base, nil) }
 
 // EnvHelp describes each LOWLAT_* variable, one per line.
 func EnvHelp() string {

@@ -236,3 +236,25 @@ func TestSkipNamesBackendOnce(t *testing.T) {
 		t.Fatalf("Skip.String() = %q", got)
 	}
 }
+
+// TestEnvironmentFillsInCodeWins: the environment fills in what the code
+// left unset; what the code set stays, unless the program asks for the
+// environment to override it.
+func TestEnvironmentFillsInCodeWins(t *testing.T) {
+	t.Setenv("LOWLAT_WAIT", "spin")
+	t.Setenv("LOWLAT_BACKEND", "busypoll")
+	o, err := bypass.OptionsFromEnv(bypass.Options{Wait: bypass.WaitBlock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Wait != bypass.WaitBlock || o.Backend != "busypoll" {
+		t.Fatalf("fill-in: %+v; want the code's block wait and the environment's backend", o)
+	}
+	o, err = bypass.OptionsOverriddenByEnv(bypass.Options{Wait: bypass.WaitBlock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Wait != bypass.WaitSpin {
+		t.Fatalf("override: wait %v, want the environment's spin", o.Wait)
+	}
+}

@@ -71,7 +71,12 @@ type Options struct {
 	Backend string
 	// Wait is the wait mode; WaitDefault lets the backend choose.
 	Wait WaitMode
-	// ReadTimeout bounds each read; zero waits forever.
+	// ReadTimeout bounds each read; zero waits forever. A spinning read
+	// checks its clock every 64 empty polls, so it returns within
+	// microseconds of the timeout; a blocking kernel socket's rides on
+	// SO_RCVTIMEO, which the kernel rounds up to its timer tick (4 ms at
+	// HZ=250) and may overshoot by one more: a 1 µs timeout fires 4 to 10
+	// ms late there.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds how long a write waits for room to send (a TCP
 	// peer that stopped reading); zero waits until Close. A TCP write that
@@ -276,6 +281,48 @@ var EnvVars = []struct{ Name, Help string }{
 	{"LOWLAT_XDP_FRAMES", "UMEM frame count"},
 	{"LOWLAT_XDP_RING", "AF_XDP ring size"},
 	{"LOWLAT_XDP_BUSY_POLL", "1: AF_XDP busy polling driven from the spin loop"},
+}
+
+// FillFromEnv returns base with the LOWLAT_* variables filling in what
+// base left at its zero value: options set in code win over the
+// environment. Each variable is read as FromEnv reads it.
+func FillFromEnv(base Options, lookup func(string) (string, bool)) (Options, error) {
+	env, err := FromEnv(Options{}, lookup)
+	if err != nil {
+		return base, err
+	}
+	o := base
+	fill := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	fillInt := func(dst *int, v int) {
+		if *dst == 0 {
+			*dst = v
+		}
+	}
+	fill(&o.Backend, env.Backend)
+	if o.Wait == WaitDefault {
+		o.Wait = env.Wait
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = env.ReadTimeout
+	}
+	fillInt(&o.BatchSize, env.BatchSize)
+	fillInt(&o.BusyPollUS, env.BusyPollUS)
+	fillInt(&o.BusyPollBudget, env.BusyPollBudget)
+	fill(&o.Interface, env.Interface)
+	fillInt(&o.Queue, env.Queue)
+	fill(&o.XDP.Mode, env.XDP.Mode)
+	fill(&o.XDP.Bind, env.XDP.Bind)
+	fillInt(&o.XDP.NumFrames, env.XDP.NumFrames)
+	fillInt(&o.XDP.RingSize, env.XDP.RingSize)
+	o.XDP.BusyPoll = o.XDP.BusyPoll || env.XDP.BusyPoll
+	if err := o.Validate(); err != nil {
+		return base, fmt.Errorf("LOWLAT_* environment: %w", err)
+	}
+	return o, nil
 }
 
 // FromEnv returns base with the LOWLAT_* variables applied over it, using
