@@ -306,3 +306,38 @@ func BenchmarkReceiveStamps(b *testing.B) {
 		})
 	}
 }
+
+// TestIPv6Group: a kernel socket joins an IPv6 group (MLD) and receives
+// what the peer namespace sends to it; after leaving it does not.
+func TestIPv6Group(t *testing.T) {
+	p := testnet.NewPair(t, testnet.Config{})
+	for _, side := range []struct {
+		ns   *testnet.NS
+		addr string
+	}{{p.A, "fd00:199::1/64"}, {p.B, "fd00:199::2/64"}} {
+		p.Exec(t, side.ns, "ip", "-6", "addr", "add", side.addr, "dev", side.ns.Link, "nodad")
+	}
+	group := netip.MustParseAddr("ff15::7:7")
+	rx := listenIn(t, p.B, netip.MustParseAddrPort("[::]:7700"), backend.Options{Interface: p.B.Link})
+	if err := rx.JoinGroup(group); err != nil {
+		t.Fatal(err)
+	}
+	tx := listenIn(t, p.A, netip.MustParseAddrPort("[fd00:199::1]:0"), backend.Options{Multicast: backend.MulticastOptions{Interface: p.A.Link}})
+	dst := netip.AddrPortFrom(group, 7700)
+	var got []backend.Message
+	for try := 0; try < 20 && len(got) == 0; try++ { // MLD and neighbour discovery settle first
+		tx.WriteTo([]byte("v6"), dst)
+		got = drain(t, rx, 100*time.Millisecond)
+	}
+	if len(got) == 0 || string(got[0].Buf[:got[0].N]) != "v6" || got[0].Dst != group {
+		t.Fatalf("received %q; want the group's datagram with destination %v", payloads(got), group)
+	}
+	if err := rx.LeaveGroup(group); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, rx, 50*time.Millisecond)
+	tx.WriteTo([]byte("after"), dst)
+	if got := drain(t, rx, 200*time.Millisecond); len(got) != 0 {
+		t.Fatalf("received %q after leaving", payloads(got))
+	}
+}
