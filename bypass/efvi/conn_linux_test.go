@@ -40,6 +40,12 @@ type harness struct {
 // 0..testRxBufs-1 and TX buffers the testTxBufs after them, in one memory.
 func newHarness(t testing.TB, x3 bool) *harness {
 	t.Helper()
+	return newHarnessOpts(t, x3, backend.Options{})
+}
+
+// newHarnessOpts is newHarness with the socket's options.
+func newHarnessOpts(t testing.TB, x3 bool, o backend.Options) *harness {
+	t.Helper()
 	n := testRxBufs + testTxBufs
 	rx := newFakeRX(n, testBufSize)
 	rx.x3 = x3
@@ -80,7 +86,7 @@ func newHarness(t testing.TB, x3 bool) *harness {
 		t.Fatal(err)
 	}
 	defer st.Release()
-	c, err := st.Listen(localAddr, backend.Options{})
+	c, err := st.Listen(localAddr, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -621,5 +627,22 @@ func TestShortSendMidBatchCounted(t *testing.T) {
 	m, err := h.c.WriteBatch(msgs[n:])
 	if err != nil || m != len(msgs)-n || len(h.tx.sent) != m {
 		t.Fatalf("retry = %d, %v; adapter took %d", m, err, len(h.tx.sent))
+	}
+}
+
+// TestAdapterReceiveStamps: the adapter's stamp of an RX or RX_REF event
+// reaches the message as a NIC stamp.
+func TestAdapterReceiveStamps(t *testing.T) {
+	for _, x3 := range []bool{false, true} {
+		h := newHarnessOpts(t, x3, backend.Options{Timestamps: backend.TimestampsHardware})
+		h.rx.deliver(udpFrame(t, localAddr, []byte("ts")))
+		h.rx.pending[len(h.rx.pending)-1].ts = 1_700_000_000_123_456_789
+		msgs := []backend.Message{{Buf: make([]byte, 16)}}
+		if _, err := h.c.ReadBatch(msgs); err != nil {
+			t.Fatal(err)
+		}
+		if st := msgs[0].Stamp; st.Clock != backend.ClockNIC || st.Ns != 1_700_000_000_123_456_789 {
+			t.Fatalf("x3 %v: stamp %+v", x3, st)
+		}
 	}
 }

@@ -161,10 +161,10 @@ func (d *driver) Poll(fs []stack.Frame) int {
 				d.repost = append(d.repost, ev.id)
 				continue
 			}
-			fs[got] = stack.Frame{Data: d.rxq.frame(ev), ID: uint64(ev.id)}
+			fs[got] = stack.Frame{Data: d.rxq.frame(ev), ID: uint64(ev.id), Stamp: ev.ts}
 			got++
 		case evRXRef:
-			fs[got] = stack.Frame{Data: d.rxq.frame(ev), ID: refBit | uint64(ev.id)}
+			fs[got] = stack.Frame{Data: d.rxq.frame(ev), ID: refBit | uint64(ev.id), Stamp: ev.ts}
 			got++
 		case evRXDiscard:
 			d.repost = append(d.repost, ev.id)

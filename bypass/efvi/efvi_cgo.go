@@ -16,7 +16,7 @@ package efvi
 #include <etherfabric/efct_vi.h>
 
 // Layout shared with the Go type event.
-struct ll_ev { uint16_t kind, sub; uint32_t len, id, pad; uint64_t addr; };
+struct ll_ev { uint16_t kind, sub; uint32_t len, id, pad; uint64_t addr; int64_t ts; };
 // Layout shared with the Go type txDesc.
 struct ll_tx { uint32_t id, len; };
 
@@ -43,6 +43,7 @@ struct ll_q {
 	int i, n;
 	int prefix;
 	int ctpio;
+	int rx_ts; // allocated with EF_VI_RX_TIMESTAMPS
 	unsigned ct_threshold;
 };
 
@@ -71,6 +72,7 @@ static int ll_vi_alloc(struct ll_q* q, struct ll_dev* d, int rxq, int txq, unsig
 		return rc;
 	q->prefix = ef_vi_receive_prefix_len(&q->vi);
 	q->ctpio = (flags & EF_VI_TX_CTPIO) != 0;
+	q->rx_ts = (flags & EF_VI_RX_TIMESTAMPS) != 0;
 	return rc;
 }
 static int ll_vi_free(struct ll_q* q) { return ef_vi_free(&q->vi, q->dev->dh); }
@@ -93,7 +95,18 @@ static int ll_filter_del(struct ll_q* q, ef_filter_cookie* ck) {
 }
 
 static inline void ll_put(struct ll_ev* r, uint16_t kind, uint16_t sub, uint32_t len, uint32_t id, uint64_t addr) {
-	r->kind = kind; r->sub = sub; r->len = len; r->id = id; r->pad = 0; r->addr = addr;
+	r->kind = kind; r->sub = sub; r->len = len; r->id = id; r->pad = 0; r->addr = addr; r->ts = 0;
+}
+
+// ll_stamp reads the adapter's receive stamp of the packet at pkt (a
+// buffer's start, prefix included, or an X3 packet) into r, in UTC
+// nanoseconds; 0 when the VI stamps nothing or the packet has no stamp.
+static inline void ll_stamp(struct ll_q* q, struct ll_ev* r, const void* pkt) {
+	ef_precisetime t;
+	if (!q->rx_ts || pkt == NULL)
+		return;
+	if (ef_vi_receive_get_precise_timestamp(&q->vi, pkt, &t) == 0)
+		r->ts = (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
 // ll_poll translates events into at most cap records. It polls the event
@@ -119,8 +132,11 @@ static int ll_poll(struct ll_q* q, struct ll_ev* out, int cap) {
 		switch (EF_EVENT_TYPE(*ev)) {
 		case EF_EVENT_TYPE_RX: {
 			int len = (int)EF_EVENT_RX_BYTES(*ev) - q->prefix;
-			ll_put(&out[k++], LL_RX, ev->rx.flags & (EF_EVENT_FLAG_SOP | EF_EVENT_FLAG_CONT),
+			ll_put(&out[k], LL_RX, ev->rx.flags & (EF_EVENT_FLAG_SOP | EF_EVENT_FLAG_CONT),
 			       len < 0 ? 0 : (uint32_t)len, EF_EVENT_RX_RQ_ID(*ev), 0);
+			if (ev->rx.flags & EF_EVENT_FLAG_SOP)
+				ll_stamp(q, &out[k], q->dev->mem + (size_t)EF_EVENT_RX_RQ_ID(*ev) * q->dev->buf_size);
+			k++;
 			break;
 		}
 		case EF_EVENT_TYPE_RX_DISCARD: {
@@ -146,8 +162,12 @@ static int ll_poll(struct ll_q* q, struct ll_ev* out, int cap) {
 			}
 			break;
 		case EF_EVENT_TYPE_RX_REF:
-			ll_put(&out[k++], LL_RX_REF, 0, ev->rx_ref.len, ev->rx_ref.pkt_id,
-			       (uint64_t)(uintptr_t)efct_vi_rxpkt_get(vi, ev->rx_ref.pkt_id));
+		{
+			const void* pkt = efct_vi_rxpkt_get(vi, ev->rx_ref.pkt_id);
+			ll_put(&out[k], LL_RX_REF, 0, ev->rx_ref.len, ev->rx_ref.pkt_id, (uint64_t)(uintptr_t)pkt);
+			ll_stamp(q, &out[k], pkt);
+			k++;
+		}
 			break;
 		case EF_EVENT_TYPE_RX_REF_DISCARD:
 			ll_put(&out[k++], LL_RX_REF_DISCARD, ev->rx_ref_discard.flags, ev->rx_ref_discard.len,
@@ -306,8 +326,9 @@ type ciQueue struct {
 
 // Flags for allocVI (enum ef_vi_flags).
 const (
-	viFlagCTPIO      = C.EF_VI_TX_CTPIO
-	viFlagEventMerge = C.EF_VI_RX_EVENT_MERGE
+	viFlagCTPIO        = C.EF_VI_TX_CTPIO
+	viFlagEventMerge   = C.EF_VI_RX_EVENT_MERGE
+	viFlagRxTimestamps = C.EF_VI_RX_TIMESTAMPS
 )
 
 // allocVI allocates a VI in d's protection domain with rxq and txq ring

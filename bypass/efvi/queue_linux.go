@@ -69,6 +69,7 @@ type event struct {
 	id   uint32
 	_    uint32
 	addr uint64 // X3: address of the packet, for the cgo queue's frame
+	ts   int64  // evRX, evRXRef: the adapter's receive stamp, UTC ns; 0 for none
 }
 
 // The fake queue of the tests, and builds without the efvi tag, never read

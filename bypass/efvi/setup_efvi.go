@@ -129,9 +129,20 @@ func open(ifc stack.Interface, o backend.Options) (_ *stack.Stack, err error) {
 
 	// The receive VI: no TX ring. Some firmware refuses VIs without RX
 	// event merging; retry with it, as eflatency does.
-	rxq, err := allocVI(d, -1, 0, 0, mem, bufSize, 0)
+	// With receive stamps asked for, the VI stamps in hardware where the
+	// adapter can (EF_VI_RX_TIMESTAMPS); else the stack's clock reads do.
+	var rxFlags uint64
+	if o.Timestamps != backend.TimestampsOff {
+		rxFlags = viFlagRxTimestamps
+	}
+	rxq, err := allocVI(d, -1, 0, rxFlags, mem, bufSize, 0)
+	if err != nil && rxFlags != 0 {
+		notes = append(notes, fmt.Sprintf("hardware receive stamps refused (%v): stamped in user space", err))
+		rxFlags = 0
+		rxq, err = allocVI(d, -1, 0, 0, mem, bufSize, 0)
+	}
 	if errors.Is(err, unix.EPERM) {
-		rxq, err = allocVI(d, -1, 0, viFlagEventMerge, mem, bufSize, 0)
+		rxq, err = allocVI(d, -1, 0, rxFlags|viFlagEventMerge, mem, bufSize, 0)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ef_vi_alloc_from_pd (receive) on %s: %w", ifc.Name, err)

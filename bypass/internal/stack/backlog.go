@@ -18,7 +18,8 @@ type qrec struct {
 	off, n int32
 	from   netip.AddrPort
 	dst    netip.Addr
-	stamp  int64 // ClockUser nanoseconds; 0: not stamped
+	stamp  int64 // nanoseconds; 0: not stamped
+	nic    bool  // stamp is the NIC's (ClockNIC), else the stack's (ClockUser)
 }
 
 // newQueue returns a queue of at most records datagrams (a power of two)
@@ -30,7 +31,7 @@ func newQueue(records, bytes int) queue {
 func (q *queue) len() int { return int(q.tail - q.head) }
 
 // push copies p in and reports false when there is no room.
-func (q *queue) push(p []byte, from netip.AddrPort, dst netip.Addr, stamp int64) bool {
+func (q *queue) push(p []byte, from netip.AddrPort, dst netip.Addr, stamp int64, nic bool) bool {
 	if q.len() == len(q.recs) {
 		return false
 	}
@@ -51,7 +52,7 @@ func (q *queue) push(p []byte, from netip.AddrPort, dst netip.Addr, stamp int64)
 	}
 	copy(q.buf[off:], p)
 	q.wr = off + n
-	q.recs[q.tail&q.mask] = qrec{off: int32(off), n: int32(n), from: from, dst: dst, stamp: stamp}
+	q.recs[q.tail&q.mask] = qrec{off: int32(off), n: int32(n), from: from, dst: dst, stamp: stamp, nic: nic}
 	q.tail++
 	return true
 }

@@ -13,6 +13,10 @@ type Frame struct {
 	Data []byte
 	// ID is the driver's handle for the buffer, given back to Release.
 	ID uint64
+	// Stamp is the device's receive stamp in UTC nanoseconds (a NIC that
+	// stamps in hardware: ClockNIC), or 0, when the stack's own clock
+	// read for the batch stands in.
+	Stamp int64
 }
 
 // Driver moves frames between a device and a stack. The receive methods

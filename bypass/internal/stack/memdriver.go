@@ -24,6 +24,7 @@ type MemDriver struct {
 	bufSize int
 	rxBufs  [][]byte
 	rxLen   []int
+	rxStamp []int64
 	rxHead  uint32 // oldest delivered frame not yet polled
 	rxPoll  uint32 // next frame Poll hands out
 	rxTail  uint32 // next free slot
@@ -94,7 +95,7 @@ func (m *MemDriver) Steered(dst netip.AddrPort) bool {
 // NewMemDriver returns a driver with rx receive and tx transmit buffers of
 // bufSize bytes.
 func NewMemDriver(bufSize, rx, tx int) *MemDriver {
-	m := &MemDriver{bufSize: bufSize, rxLen: make([]int, rx), Flows: make(map[netip.AddrPort]bool)}
+	m := &MemDriver{bufSize: bufSize, rxLen: make([]int, rx), rxStamp: make([]int64, rx), Flows: make(map[netip.AddrPort]bool)}
 	for range rx {
 		m.rxBufs = append(m.rxBufs, make([]byte, bufSize))
 	}
@@ -109,7 +110,11 @@ func NewMemDriver(bufSize, rx, tx int) *MemDriver {
 
 // Deliver receives a frame as the device would: it is copied into a free
 // receive buffer. It reports false, counting RxFull, when none is free.
-func (m *MemDriver) Deliver(frame []byte) bool {
+func (m *MemDriver) Deliver(frame []byte) bool { return m.DeliverStamped(frame, 0) }
+
+// DeliverStamped is Deliver with the device's receive stamp (UTC ns), as a
+// NIC that stamps in hardware reports it.
+func (m *MemDriver) DeliverStamped(frame []byte, stamp int64) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if int(m.rxTail-m.rxHead) == len(m.rxBufs) || len(frame) > m.bufSize {
@@ -118,6 +123,7 @@ func (m *MemDriver) Deliver(frame []byte) bool {
 	}
 	i := m.rxTail % uint32(len(m.rxBufs))
 	m.rxLen[i] = copy(m.rxBufs[i], frame)
+	m.rxStamp[i] = stamp
 	m.rxTail++
 	return true
 }
@@ -136,7 +142,7 @@ func (m *MemDriver) Poll(fs []Frame) int {
 	n := min(len(fs), int(m.rxTail-m.rxPoll))
 	for k := range n {
 		i := m.rxPoll % uint32(len(m.rxBufs))
-		fs[k] = Frame{Data: m.rxBufs[i][:m.rxLen[i]], ID: uint64(m.rxPoll)}
+		fs[k] = Frame{Data: m.rxBufs[i][:m.rxLen[i]], ID: uint64(m.rxPoll), Stamp: m.rxStamp[i]}
 		m.rxPoll++
 	}
 	m.polled += uint32(n)

@@ -198,7 +198,7 @@ func (s *Socket) serve(msgs []backend.Message) int {
 		for got < len(msgs) && s.q.len() > 0 {
 			m := &msgs[got]
 			n, r := s.q.pop(m.Buf)
-			s.deliver(m, n, int(r.n), r.from, r.dst, r.stamp)
+			s.deliver(m, n, int(r.n), r.from, r.dst, r.stamp, r.nic)
 			got++
 		}
 		s.queued.Store(int32(s.q.len()))
@@ -207,20 +207,24 @@ func (s *Socket) serve(msgs []backend.Message) int {
 		return got
 	}
 	n := st.d.Poll(st.frames)
-	stamp := st.stamp(n)
+	batch := st.stamp(n)
 	for i := range n {
 		owner := st.demux(st.frames[i].Data)
 		if owner == nil {
 			continue
 		}
+		stamp, nic := batch, false
+		if f := st.frames[i].Stamp; f != 0 {
+			stamp, nic = f, true
+		}
 		p := st.pkt.Payload
 		if owner == s && got < len(msgs) {
 			m := &msgs[got]
-			s.deliver(m, copy(m.Buf, p), len(p), st.pkt.Src, st.pkt.Dst.Addr(), stamp)
+			s.deliver(m, copy(m.Buf, p), len(p), st.pkt.Src, st.pkt.Dst.Addr(), stamp, nic)
 			got++
 			continue
 		}
-		st.enqueue(owner, s, stamp)
+		st.enqueue(owner, s, stamp, nic)
 	}
 	if n > 0 {
 		st.d.Release(st.frames[:n])
@@ -229,7 +233,7 @@ func (s *Socket) serve(msgs []backend.Message) int {
 }
 
 // deliver fills in a message read by s: n bytes of a full-byte datagram.
-func (s *Socket) deliver(m *backend.Message, n, full int, from netip.AddrPort, dst netip.Addr, stamp int64) {
+func (s *Socket) deliver(m *backend.Message, n, full int, from netip.AddrPort, dst netip.Addr, stamp int64, nic bool) {
 	m.N, m.Addr, m.Dst = n, from, dst
 	m.Trunc = n < full
 	if m.Trunc {
@@ -238,6 +242,9 @@ func (s *Socket) deliver(m *backend.Message, n, full int, from netip.AddrPort, d
 	m.Stamp = backend.Timestamp{}
 	if s.stamps && stamp != 0 {
 		m.Stamp = backend.Timestamp{Ns: stamp, Clock: backend.ClockUser}
+		if nic {
+			m.Stamp.Clock = backend.ClockNIC
+		}
 	}
 }
 
@@ -253,8 +260,8 @@ func (st *Stack) stamp(n int) int64 {
 // enqueue puts the datagram in st.pkt on owner's queue, waking owner when
 // it sleeps and is not the caller (nil when the caller is no socket).
 // Called under st.rxMu.
-func (st *Stack) enqueue(owner, caller *Socket, stamp int64) {
-	if !owner.q.push(st.pkt.Payload, st.pkt.Src, st.pkt.Dst.Addr(), stamp) {
+func (st *Stack) enqueue(owner, caller *Socket, stamp int64, nic bool) {
+	if !owner.q.push(st.pkt.Payload, st.pkt.Src, st.pkt.Dst.Addr(), stamp, nic) {
 		owner.qdrop.Add(1)
 		return
 	}
@@ -272,10 +279,14 @@ func (st *Stack) Pump() int {
 	st.rxMu.Lock()
 	defer st.rxMu.Unlock()
 	n := st.d.Poll(st.frames)
-	stamp := st.stamp(n)
+	batch := st.stamp(n)
 	for i := range n {
 		if owner := st.demux(st.frames[i].Data); owner != nil {
-			st.enqueue(owner, nil, stamp)
+			stamp, nic := batch, false
+			if f := st.frames[i].Stamp; f != 0 {
+				stamp, nic = f, true
+			}
+			st.enqueue(owner, nil, stamp, nic)
 		}
 	}
 	if n > 0 {

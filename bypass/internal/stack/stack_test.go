@@ -645,3 +645,32 @@ func BenchmarkStackReceive(b *testing.B) {
 		})
 	}
 }
+
+// TestNICStamps: a device's own receive stamp wins over the stack's clock
+// read, for the datagram read at once and for one queued for another
+// socket.
+func TestNICStamps(t *testing.T) {
+	r := newRig(t)
+	s := r.listen(t, 5000, backend.Options{Timestamps: backend.TimestampsHardware})
+	other := r.listen(t, 5001, backend.Options{Timestamps: backend.TimestampsHardware})
+	r.st.Release()
+	r.d.DeliverStamped(udp(t, netip.AddrPortFrom(ourIP, 5001), []byte("q")), 111)
+	r.d.DeliverStamped(udp(t, netip.AddrPortFrom(ourIP, 5000), []byte("x")), 222)
+	r.d.Deliver(udp(t, netip.AddrPortFrom(ourIP, 5000), []byte("y"))) // no device stamp
+	msgs := []backend.Message{{Buf: make([]byte, 8)}, {Buf: make([]byte, 8)}}
+	if n, err := s.ReadBatch(msgs); n != 2 || err != nil {
+		t.Fatalf("ReadBatch = %d, %v", n, err)
+	}
+	if st := msgs[0].Stamp; st.Clock != backend.ClockNIC || st.Ns != 222 {
+		t.Fatalf("stamp %+v, want the NIC's 222", st)
+	}
+	if st := msgs[1].Stamp; st.Clock != backend.ClockUser {
+		t.Fatalf("stamp %+v, want the stack's own for a frame the device did not stamp", st)
+	}
+	if _, err := other.ReadBatch(msgs[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if st := msgs[0].Stamp; st.Clock != backend.ClockNIC || st.Ns != 111 {
+		t.Fatalf("queued datagram's stamp %+v, want the NIC's 111", st)
+	}
+}
