@@ -221,14 +221,7 @@ func (r *Result) Summary() Summary { return Summarize(r.Hist) }
 // ctx's error. Call Run once per Client.
 func (c *Client) Run(ctx context.Context) (*Result, error) {
 	done := ctx.Done()
-	stopped := func() bool {
-		select {
-		case <-done:
-			return true
-		default:
-			return false
-		}
-	}
+	stopped := func() bool { return closed(done) }
 	for i := 0; i < c.cfg.Warmup; i++ {
 		if i&63 == 0 && stopped() {
 			return c.result(c.clk.Now(), c.clk.Now()), ctx.Err()
@@ -485,4 +478,15 @@ func (c *Client) emitInterval(end int64) error {
 		return fmt.Errorf("interval log: %w", err)
 	}
 	return nil
+}
+
+// closed reports, without waiting, whether done (a context's Done channel)
+// is closed: the loops look between round trips, never inside one.
+func closed(done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
 }

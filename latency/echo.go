@@ -169,14 +169,7 @@ func (s *EchoServer) ServePoller(ctx context.Context, p *bypass.Poller) error {
 		msgs[i].Buf = make([]byte, limit+1)
 	}
 	done := ctx.Done()
-	stopped := func() bool {
-		select {
-		case <-done:
-			return true
-		default:
-			return false
-		}
-	}
+	stopped := func() bool { return closed(done) }
 	for i := uint64(0); ; i++ {
 		if i&63 == 0 && stopped() {
 			return nil

@@ -97,14 +97,7 @@ func (m *MultiClient) Close() error { return m.poll.Close() }
 // so far with the error, which names the peer. Call Run once.
 func (m *MultiClient) Run(ctx context.Context) ([]*Result, error) {
 	done := ctx.Done()
-	stopped := func() bool {
-		select {
-		case <-done:
-			return true
-		default:
-			return false
-		}
-	}
+	stopped := func() bool { return closed(done) }
 	active := 0
 	var err error
 	for i := range m.peers {

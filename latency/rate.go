@@ -51,14 +51,7 @@ func (c *Client) RunAtRate(ctx context.Context, mps int) (*PacedResult, error) {
 		interval = 1
 	}
 	done := ctx.Done()
-	stopped := func() bool {
-		select {
-		case <-done:
-			return true
-		default:
-			return false
-		}
-	}
+	stopped := func() bool { return closed(done) }
 	pr := &PacedResult{Corrected: NewHistogram(), MPS: mps}
 	for i := 0; i < c.cfg.Warmup; i++ {
 		if i&63 == 0 && stopped() {
