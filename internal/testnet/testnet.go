@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -206,4 +207,42 @@ func (ns *NS) Go(fn func() error) <-chan error {
 		errc <- fn()
 	}()
 	return errc
+}
+
+// RunAsNobody runs this test binary again as the unprivileged user 65534
+// (and group 65534, no supplementary groups) with args and extra
+// environment, inside namespace ns when it is not empty, and returns its
+// combined output. The binary is copied to a directory that user can read,
+// since the go command builds tests into one it cannot. It skips the test
+// when setpriv (util-linux) is missing.
+func RunAsNobody(t testing.TB, ns string, env []string, args ...string) ([]byte, error) {
+	t.Helper()
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("needs setpriv (util-linux) to drop privileges")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, filepath.Base(exe))
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	argv := append([]string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", bin}, args...)
+	if ns != "" {
+		argv = append([]string{"ip", "netns", "exec", ns}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	return cmd.CombinedOutput()
 }

@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -317,30 +316,7 @@ func TestNamespaceResolveUnprivileged(t *testing.T) {
 		return // the child's work is in TestUnprivilegedChild
 	}
 	p := newPair(t)
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Skip("needs setpriv (util-linux) to drop privileges")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "nexthop.test")
-	data, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("ip", "netns", "exec", p.a, setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-		bin, "-test.run=^TestUnprivilegedChild$", "-test.v")
-	cmd.Env = append(os.Environ(), "LLNH_CHILD=1")
-	out, err := cmd.CombinedOutput()
+	out, err := testnet.RunAsNobody(t, p.a, []string{"LLNH_CHILD=1"}, "-test.run=^TestUnprivilegedChild$", "-test.v")
 	if err != nil || !bytes.Contains(out, []byte("resolved as uid 65534")) {
 		t.Fatalf("unprivileged child: %v\n%s", err, out)
 	}

@@ -5,9 +5,9 @@ package stack
 import (
 	"bytes"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/lowlat/lowlat/internal/testnet"
 )
 
 // TestCoreRunsUnprivileged runs every other test of this package again as
@@ -23,30 +23,7 @@ func TestCoreRunsUnprivileged(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skipf("already unprivileged (uid %d): this run is the proof", os.Geteuid())
 	}
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Skip("needs setpriv (util-linux) to drop privileges")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "stack.test")
-	data, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", bin, "-test.v", "-test.count=1")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "LLSTACK_CHILD=1")
-	out, err := cmd.CombinedOutput()
+	out, err := testnet.RunAsNobody(t, "", []string{"LLSTACK_CHILD=1"}, "-test.v", "-test.count=1")
 	if err != nil || !bytes.Contains(out, []byte("\nPASS\n")) || bytes.Contains(out, []byte("--- SKIP")) {
 		t.Fatalf("the core's tests as uid 65534: %v\n%s", err, out)
 	}
