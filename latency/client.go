@@ -401,6 +401,11 @@ func (c *Client) take(msg []byte, now int64, measure bool) (int64, bool) {
 	switch {
 	case perr != nil || len(msg) != len(c.req):
 		c.ctr.Malformed++
+	case rseq == seq && now-c.sent >= c.timeout:
+		// The reply to the request in flight, but after its timeout: the
+		// request is lost (the caller sees it overdue), the reply late.
+		c.markSeen(rseq)
+		c.ctr.OutOfOrder++
 	case rseq == seq:
 		c.markSeen(rseq)
 		c.ctr.Received++

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
+
 	"github.com/lowlat/lowlat/bypass"
 	"github.com/lowlat/lowlat/latency"
 	"github.com/lowlat/lowlat/latency/latencytest"
@@ -62,6 +64,55 @@ func TestRateCorrectsStall(t *testing.T) {
 	if cor.ValueAtPercentile(99) <= raw.ValueAtPercentile(99) {
 		t.Fatalf("corrected p99 %v not above raw p99 %v", time.Duration(cor.ValueAtPercentile(99)), time.Duration(raw.ValueAtPercentile(99)))
 	}
+}
+
+// TestRateStallLongerThanTimeout: a server stall longer than the loss
+// timeout still shows in the corrected series: the lost request records
+// at least the timeout, and every slot the stall covered is recorded (at
+// least the stalled slots' count of values at or above the timeout less
+// the slot's distance), where the old correction recorded nothing for a
+// loss.
+func TestRateStallLongerThanTimeout(t *testing.T) {
+	latencytest.NoGC(t)
+	server, client := latencytest.UDPPair(t, bypass.Options{Backend: "kernel"})
+	srv := &latency.EchoServer{}
+	stop := latencytest.Serve(t, srv, &stallOnce{PacketConn: server, at: 20 + 100, sleep: 60 * time.Millisecond})
+	defer stop()
+	timeout := 20 * time.Millisecond
+	cfg := latency.Config{Count: 300, Duration: 20 * time.Second, Warmup: 20, Timeout: timeout, MaxLostInARow: 1000}
+	cl, err := latency.NewClient(latency.PacketTransport(client, server.LocalAddr()), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := cl.RunAtRate(context.Background(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cor := pr.Corrected
+	lost := pr.Counters.Lost
+	if lost == 0 {
+		t.Fatal("the stall lost nothing: the test cannot tell")
+	}
+	// Every slot is one corrected value: sent requests and skipped ones.
+	if got, want := uint64(cor.TotalCount()), pr.Counters.Sent+pr.Skipped; got != want {
+		t.Fatalf("corrected holds %d values, want one per slot: %d sent + %d skipped", got, pr.Counters.Sent, pr.Skipped)
+	}
+	if above := cor.TotalCount() - countBelow(cor, int64(timeout)); above < int64(lost) {
+		t.Fatalf("%d corrected values at or above the timeout, %d requests lost: a loss must record at least the timeout", above, lost)
+	}
+}
+
+// countBelow is how many values of h lie below v.
+func countBelow(h interface {
+	Distribution() []hdrhistogram.Bar
+}, v int64) int64 {
+	var n int64
+	for _, b := range h.Distribution() {
+		if b.To <= v {
+			n += b.Count
+		}
+	}
+	return n
 }
 
 // TestRawStreamFraming: the echo server cuts sockperf and lowlat messages

@@ -14,12 +14,14 @@ import (
 // is in coordinates with the server: while the server stalls, the client
 // sends nothing, so the stall shows up as one slow sample where a steady
 // stream of requests would have seen many. At a fixed rate every request
-// has a slot, start + i/rate. RunAtRate waits for each slot, and when a
-// reply comes back later than the next slot, the requests whose slots
-// passed meanwhile are skipped; the corrected histogram records, for each
-// of them, what it would have seen (the round trip less the slots it was
-// late by), as HdrHistogram's RecordCorrectedValue does. The raw histogram
-// holds only what was measured.
+// has a slot, start + i/rate, and the corrected histogram measures each
+// round trip from its slot, not from when it was actually sent (as wrk2
+// does): a client that sends late (a pause, a sleep's overshoot) counts
+// its own lateness. When a reply comes back after later slots have passed,
+// their requests were never sent (one request is in flight at a time):
+// each is skipped and recorded as what it would have waited at least, from
+// its slot to the reply. A lost request records at least the timeout. The
+// raw histogram holds only what was measured.
 
 // PacedResult is what RunAtRate measured: the raw round trips in the
 // embedded Result, and the same run corrected for coordinated omission.
@@ -29,7 +31,7 @@ type PacedResult struct {
 	// being sent added back, as RecordCorrectedValue adds them.
 	Corrected *hdrhistogram.Histogram
 	// MPS is the rate asked for; Skipped counts slots that passed while a
-	// reply was outstanding (each is one corrected value).
+	// reply was outstanding (each is one corrected value, recorded).
 	MPS     int
 	Skipped uint64
 }
@@ -83,33 +85,30 @@ func (c *Client) RunAtRate(ctx context.Context, mps int) (*PacedResult, error) {
 				}
 			}
 		}
-		rtt, e := c.RoundTrip()
+		slot := next
+		_, e := c.RoundTrip()
 		if e != nil && e != ErrLost {
 			err = c.explain(e)
 			break
 		}
-		next += interval
-		if e == nil {
-			recordCorrected(pr.Corrected, int64(rtt), interval)
+		// From the slot, whether the reply came (c.now is when) or the
+		// request was lost (c.now is when that was decided: the timeout,
+		// at least, is recorded).
+		v := c.now - slot
+		if e == ErrLost {
+			v = max(v, c.timeout)
 		}
-		// Slots that passed while waiting are skipped: their requests were
-		// never sent, and recordCorrected stands in for them.
-		if c.now > next {
-			missed := (c.now - next) / interval
-			pr.Skipped += uint64(missed)
-			next += missed * interval
+		record(pr.Corrected, v)
+		next += interval
+		// Slots that passed while waiting: their requests were never sent;
+		// each waited at least from its slot to now.
+		for next <= c.now {
+			record(pr.Corrected, c.now-next)
+			pr.Skipped++
+			next += interval
 		}
 	}
 	pr.Result, err = c.finish(start, c.clk.Now(), err)
 	return pr, err
 }
 
-// recordCorrected records ns into h and, when it is longer than the
-// interval between sends, the values the sends it held up would have seen:
-// ns - interval, ns - 2×interval, down to the interval.
-func recordCorrected(h *hdrhistogram.Histogram, ns, interval int64) {
-	record(h, ns)
-	for v := ns - interval; v >= interval; v -= interval {
-		record(h, v)
-	}
-}

@@ -73,6 +73,9 @@ type Report struct {
 	Peer    string  `json:"peer,omitempty"`
 	Tool    string  `json:"tool"`
 	Backend string  `json:"backend"`
+	// Series, for a fixed-rate run, says which histogram the report
+	// holds: "corrected" (for coordinated omission) or "raw".
+	Series string `json:"series,omitempty"`
 	Proto   string  `json:"proto"`
 	Size    int     `json:"size"`
 	Samples int64   `json:"samples"`
@@ -146,7 +149,11 @@ func WriteTable(w io.Writer, reports ...Report) error {
 		if peers {
 			fmt.Fprintf(tw, "%s\t", r.Peer)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t", r.Proto, r.Backend, r.Size, r.Samples, r.Lost)
+		name := r.Backend
+		if r.Series != "" {
+			name += " " + r.Series
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t", r.Proto, name, r.Size, r.Samples, r.Lost)
 		for _, v := range r.RTT.Values() {
 			fmt.Fprintf(tw, "%.2f\t", float64(v)/1e3)
 		}
@@ -157,6 +164,9 @@ func WriteTable(w io.Writer, reports ...Report) error {
 	}
 	fmt.Fprintln(w, "round trip in µs")
 	for _, r := range reports {
+		if r.Series == "corrected" {
+			continue // the raw series' line says the same
+		}
 		c := r.Counters
 		if r.Peer != "" {
 			if _, err := fmt.Fprintf(w, "%s ", r.Peer); err != nil {

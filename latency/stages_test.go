@@ -169,3 +169,36 @@ func TestServerStageOnlyForLowlat(t *testing.T) {
 		t.Fatal("a stage was read from a message without the lowlat magic")
 	}
 }
+
+// slowPeer answers every request, but only after delay, and ignores the
+// read timeout: the reply to the request in flight arrives after its
+// timeout and before the client has noticed.
+type slowPeer struct {
+	req   []byte
+	delay time.Duration
+}
+
+func (f *slowPeer) Send(b []byte) error                { f.req = append(f.req[:0], b...); return nil }
+func (f *slowPeer) SetReadTimeout(time.Duration) error { return nil }
+func (f *slowPeer) Recv(b []byte) (int, error) {
+	time.Sleep(f.delay)
+	n := copy(b, f.req)
+	b[5] |= FlagReply
+	return n, nil
+}
+
+// TestLateReplyIsLost: a reply that comes after its request's timeout is
+// counted late (out of order) and the request lost, never a sample, even
+// when the read returns it before the client saw the timeout pass.
+func TestLateReplyIsLost(t *testing.T) {
+	cl, err := NewClient(&slowPeer{delay: 15 * time.Millisecond}, Config{Count: 1, Timeout: 5 * time.Millisecond, MaxLostInARow: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.RoundTrip(); err != ErrLost {
+		t.Fatalf("RoundTrip = %v, want ErrLost", err)
+	}
+	if c := cl.Counters(); c.Lost != 1 || c.OutOfOrder != 1 || c.Received != 0 || cl.Histogram().TotalCount() != 0 {
+		t.Fatalf("counters %+v, %d samples: want the request lost, the reply late, no sample", c, cl.Histogram().TotalCount())
+	}
+}

@@ -90,12 +90,13 @@ func streamTransport(s bypass.Stream, w latency.Wire) latency.Transport {
 }
 
 // pacedReports turns a fixed-rate run into two table rows: the histogram
-// corrected for coordinated omission, then the raw one. The backend column
-// says which is which.
+// corrected for coordinated omission, then the raw one; Series says which
+// is which (the table shows it after the backend's name).
 func pacedReports(pr *latency.PacedResult, backendName string, pl *plan) []latency.Report {
-	raw := latency.NewReport(pr.Result, backendName+" raw", pl.proto)
+	raw := latency.NewReport(pr.Result, backendName, pl.proto)
+	raw.Series = "raw"
 	cor := raw
-	cor.Backend = backendName + " corrected"
+	cor.Series = "corrected"
 	cor.Samples = pr.Corrected.TotalCount()
 	cor.RTT = latency.Summarize(pr.Corrected)
 	name := fmt.Sprintf("%s %s %dB at %d/s", backendName, pl.proto, pr.Size, pr.MPS)

@@ -144,7 +144,7 @@ func TestMPSReportsCorrectedAndRaw(t *testing.T) {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
 	rs := parseReports(t, r.stdout)
-	if len(rs) != 2 || rs[0].Backend != "kernel corrected" || rs[1].Backend != "kernel raw" || rs[0].Samples < rs[1].Samples {
+	if len(rs) != 2 || rs[0].Backend != "kernel" || rs[0].Series != "corrected" || rs[1].Backend != "kernel" || rs[1].Series != "raw" || rs[0].Samples < rs[1].Samples {
 		t.Fatalf("reports %+v", rs)
 	}
 	if !strings.Contains(r.stderr, "clock: one reading costs") {

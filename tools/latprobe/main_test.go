@@ -177,6 +177,7 @@ type report struct {
 	Peer    string           `json:"peer"` // only with several --peer
 	Tool    string           `json:"tool"`
 	Backend string           `json:"backend"`
+	Series  string           `json:"series"` // only with --mps
 	Proto   string           `json:"proto"`
 	Size    int              `json:"size"`
 	Samples int64            `json:"samples"`
