@@ -111,4 +111,3 @@ func (c *Client) RunAtRate(ctx context.Context, mps int) (*PacedResult, error) {
 	pr.Result, err = c.finish(start, c.clk.Now(), err)
 	return pr, err
 }
-

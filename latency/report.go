@@ -70,12 +70,12 @@ var Columns = []string{"min", "mean", "stddev", "p50", "p90", "p99", "p99.9", "p
 // and, first, "peer":"HOST:PORT" when Peer is set (a client that measured
 // several peers).
 type Report struct {
-	Peer    string  `json:"peer,omitempty"`
-	Tool    string  `json:"tool"`
-	Backend string  `json:"backend"`
+	Peer    string `json:"peer,omitempty"`
+	Tool    string `json:"tool"`
+	Backend string `json:"backend"`
 	// Series, for a fixed-rate run, says which histogram the report
 	// holds: "corrected" (for coordinated omission) or "raw".
-	Series string `json:"series,omitempty"`
+	Series  string  `json:"series,omitempty"`
 	Proto   string  `json:"proto"`
 	Size    int     `json:"size"`
 	Samples int64   `json:"samples"`
