@@ -32,7 +32,7 @@ func NetPacketConn(c PacketConn) net.PacketConn {
 	if r, ok := c.(backend.ReadyFD); ok {
 		p.fd, p.exact = r.ReadyFD()
 	}
-	p.w.init(p)
+	initWakeup(&p.w, p)
 	if sc, ok := c.(syscall.Conn); ok {
 		return &netPacketSyscallConn{netPacketConn: p, sc: sc}
 	}
@@ -118,7 +118,7 @@ func (p *netPacketConn) read(b []byte) (int, netip.AddrPort, error) {
 		if !p.exact && (wait < 0 || wait > maxSlice) {
 			wait = maxSlice
 		}
-		if err := p.w.wait(p.fd, wait); err != nil {
+		if err := p.w.wait(p.fd, false, wait); err != nil {
 			return 0, netip.AddrPort{}, opErr("read", err)
 		}
 	}

@@ -21,7 +21,8 @@ type wakeup struct {
 	fds [2]unix.PollFd
 }
 
-func (w *wakeup) init(owner *netPacketConn) {
+// initWakeup opens w's eventfd, which lives as long as owner.
+func initWakeup[T any](w *wakeup, owner *T) {
 	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		fd = -1 // no wake-ups: waits fall back to short slices
@@ -39,9 +40,10 @@ func (w *wakeup) wake() {
 	}
 }
 
-// wait sleeps until fd (when >= 0) is readable, a wake-up, or d passes (d
-// < 0: no limit; without an eventfd or a descriptor, one short slice).
-func (w *wakeup) wait(fd int, d time.Duration) error {
+// wait sleeps until fd (when >= 0) is readable (writable, with write), a
+// wake-up, or d passes (d < 0: no limit; without an eventfd or a
+// descriptor, one short slice).
+func (w *wakeup) wait(fd int, write bool, d time.Duration) error {
 	if w.efd < 0 || fd < 0 {
 		if d < 0 || d > maxSlice {
 			d = maxSlice
@@ -49,7 +51,11 @@ func (w *wakeup) wait(fd int, d time.Duration) error {
 		time.Sleep(min(d, 50*time.Microsecond))
 		return nil
 	}
-	w.fds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	ev := int16(unix.POLLIN)
+	if write {
+		ev = unix.POLLOUT
+	}
+	w.fds[0] = unix.PollFd{Fd: int32(fd), Events: ev}
 	w.fds[1] = unix.PollFd{Fd: int32(w.efd), Events: unix.POLLIN}
 	var ts *unix.Timespec
 	if d >= 0 {

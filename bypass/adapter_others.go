@@ -7,9 +7,10 @@ import "time"
 // wakeup off Linux: the adapter waits in short slices.
 type wakeup struct{}
 
-func (*wakeup) init(*netPacketConn) {}
-func (*wakeup) wake()               {}
-func (*wakeup) wait(_ int, d time.Duration) error {
+func initWakeup[T any](*wakeup, *T) {}
+
+func (*wakeup) wake() {}
+func (*wakeup) wait(_ int, _ bool, d time.Duration) error {
 	if d < 0 || d > maxSlice {
 		d = maxSlice
 	}

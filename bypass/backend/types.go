@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -329,3 +330,44 @@ func (e *unsupportedError) Error() string {
 func (e *unsupportedError) Unwrap() error { return e.cause }
 
 func (e *unsupportedError) Is(target error) bool { return target == ErrNotSupported }
+
+// TryStream is implemented by streams whose reads and writes can be tried
+// without waiting, and whose readiness a descriptor signals: the net.Conn
+// adapter waits on that descriptor itself, in ppoll(2) with its own
+// wake-up, so that deadlines reach a call already waiting without the
+// stream's own timeouts being touched. Kernel streams implement it.
+type TryStream interface {
+	Stream
+	// TryRead returns bytes already buffered or received, up to len(b),
+	// and 0, nil at once when none are. It returns io.EOF when the peer
+	// has closed the stream and ErrClosed after Close.
+	TryRead(b []byte) (int, error)
+	// TryWrite sends as much of b as the socket takes now and returns
+	// how much that was: 0, nil when it has no room. It never waits.
+	TryWrite(b []byte) (int, error)
+	// ReadyFD returns the descriptor that polls readable when TryRead may
+	// return something and writable when TryWrite may send, or -1; exact
+	// as for ReadyFD.
+	ReadyFD() (fd int, exact bool)
+}
+
+// StreamStats are a stream's counters since it opened. Bytes count what
+// Read, ReadMsg and Write moved through the socket (prefixes included);
+// messages count framed messages (ReadMsg, WriteMsg).
+type StreamStats struct {
+	RxBytes    uint64 // bytes received from the socket
+	TxBytes    uint64 // bytes handed to the socket
+	RxMessages uint64 // framed messages returned by ReadMsg
+	TxMessages uint64 // framed messages sent whole by WriteMsg
+}
+
+// StreamStater is implemented by streams that keep counters.
+type StreamStater interface {
+	Stats() StreamStats
+}
+
+// ContextDialer is a StreamBackend whose dial ctx can end: the connect
+// in progress is abandoned and its socket closed.
+type ContextDialer interface {
+	DialTCPContext(ctx context.Context, raddr netip.AddrPort, o Options) (Stream, error)
+}

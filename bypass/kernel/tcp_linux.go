@@ -3,12 +3,14 @@
 package kernel
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -42,7 +44,13 @@ const (
 
 // DialTCP connects to raddr; wait mode defaults to block.
 func (Kernel) DialTCP(raddr netip.AddrPort, o backend.Options) (backend.Stream, error) {
-	return dialTCP(raddr, o, "kernel", o.Wait == backend.WaitSpin, false)
+	return dialTCP(context.Background(), raddr, o, "kernel", o.Wait == backend.WaitSpin, false)
+}
+
+// DialTCPContext is DialTCP that gives up when ctx ends: the connect in
+// progress is abandoned, its socket closed, and the error wraps ctx's.
+func (Kernel) DialTCPContext(ctx context.Context, raddr netip.AddrPort, o backend.Options) (backend.Stream, error) {
+	return dialTCP(ctx, raddr, o, "kernel", o.Wait == backend.WaitSpin, false)
 }
 
 // ListenTCP listens on laddr; accepted streams default to block.
@@ -52,7 +60,12 @@ func (Kernel) ListenTCP(laddr netip.AddrPort, o backend.Options) (backend.Stream
 
 // DialTCP connects to raddr with a spinning, busy-polling stream.
 func (BusyPoll) DialTCP(raddr netip.AddrPort, o backend.Options) (backend.Stream, error) {
-	return dialTCP(raddr, o, "busypoll", o.Wait != backend.WaitBlock, true)
+	return dialTCP(context.Background(), raddr, o, "busypoll", o.Wait != backend.WaitBlock, true)
+}
+
+// DialTCPContext is DialTCP that gives up when ctx ends, as Kernel's.
+func (BusyPoll) DialTCPContext(ctx context.Context, raddr netip.AddrPort, o backend.Options) (backend.Stream, error) {
+	return dialTCP(ctx, raddr, o, "busypoll", o.Wait != backend.WaitBlock, true)
 }
 
 // ListenTCP listens on laddr; accepted streams spin and busy-poll.
@@ -75,9 +88,17 @@ type TCPStream struct {
 	rhead, rend int
 	rsmall      int    // messages in a row that fit streamBufSmall, while rbuf is larger
 	wbuf        []byte // writer-owned: header and payload of one message up to streamWriteMax
+
+	rxBytes, txBytes atomic.Uint64
+	rxMsgs, txMsgs   atomic.Uint64
 }
 
-var _ backend.Stream = (*TCPStream)(nil)
+var (
+	_ backend.Stream       = (*TCPStream)(nil)
+	_ backend.TryStream    = (*TCPStream)(nil)
+	_ backend.StreamStater = (*TCPStream)(nil)
+	_ syscall.Conn         = (*TCPStream)(nil)
+)
 
 func newStream(fd int, spin bool, info backend.Info) (*TCPStream, error) {
 	for _, opt := range []struct {
@@ -106,8 +127,11 @@ func newStream(fd int, spin bool, info backend.Info) (*TCPStream, error) {
 	return s, nil
 }
 
-func dialTCP(raddr netip.AddrPort, o backend.Options, name string, spin, busy bool) (_ backend.Stream, err error) {
+func dialTCP(ctx context.Context, raddr netip.AddrPort, o backend.Options, name string, spin, busy bool) (_ backend.Stream, err error) {
 	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
 	}
 	family, v6 := familyOf(raddr)
@@ -124,7 +148,7 @@ func dialTCP(raddr netip.AddrPort, o backend.Options, name string, spin, busy bo
 	if err := applyCommon(fd, o, busy, &info); err != nil {
 		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
 	}
-	if err := connect(fd, toSockaddr(raddr, v6), o.DialTimeout); err != nil {
+	if err := connect(ctx, fd, toSockaddr(raddr, v6), o.DialTimeout); err != nil {
 		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
 	}
 	s, err := newStream(fd, spin, info)
@@ -147,13 +171,25 @@ func waitOf(spin bool) backend.WaitMode {
 // connect is connect(2) on a non-blocking descriptor, then ppoll(2) for
 // the handshake with the timeout (zero: the kernel's own), then SO_ERROR.
 // A signal cannot make it retry into EALREADY, as a blocking connect can.
-// The descriptor is blocking again when it returns.
-func connect(fd int, sa unix.Sockaddr, timeout time.Duration) error {
+// When ctx can end, ppoll also waits on an eventfd that ctx's end
+// signals, and connect then returns ctx's error (the caller closes the
+// socket, which abandons the handshake). The descriptor is blocking again
+// when it returns.
+func connect(ctx context.Context, fd int, sa unix.Sockaddr, timeout time.Duration) error {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return os.NewSyscallError("fcntl O_NONBLOCK", err)
 	}
 	err := unix.Connect(fd, sa)
 	if err == unix.EINPROGRESS || err == unix.EINTR {
+		fds := make([]unix.PollFd, 1, 2)
+		if ctx.Done() != nil {
+			efd, stop, err := ctxEventfd(ctx)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			fds = append(fds, unix.PollFd{Fd: int32(efd), Events: unix.POLLIN})
+		}
 		var ts *unix.Timespec
 		deadline := time.Now().Add(timeout)
 		for {
@@ -165,13 +201,16 @@ func connect(fd int, sa unix.Sockaddr, timeout time.Duration) error {
 				t := unix.NsecToTimespec(int64(left))
 				ts = &t
 			}
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+			fds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
 			n, perr := unix.Ppoll(fds, ts, nil)
 			if perr == unix.EINTR {
 				continue
 			}
 			if perr != nil {
 				return os.NewSyscallError("ppoll", perr)
+			}
+			if len(fds) > 1 && fds[1].Revents != 0 {
+				return fmt.Errorf("connect: %w", context.Cause(ctx))
 			}
 			if n > 0 {
 				break
@@ -193,6 +232,27 @@ func connect(fd int, sa unix.Sockaddr, timeout time.Duration) error {
 		return os.NewSyscallError("fcntl", err)
 	}
 	return nil
+}
+
+// ctxEventfd returns an eventfd that becomes readable when ctx ends, and
+// the function that stops watching ctx and closes it.
+func ctxEventfd(ctx context.Context) (int, func(), error) {
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return -1, nil, os.NewSyscallError("eventfd", err)
+	}
+	signalled := make(chan struct{})
+	stopWatch := context.AfterFunc(ctx, func() {
+		one := [8]byte{1}
+		unix.Write(efd, one[:])
+		close(signalled)
+	})
+	return efd, func() {
+		if !stopWatch() {
+			<-signalled // the write may be under way: let it finish before close
+		}
+		unix.Close(efd)
+	}, nil
 }
 
 // setTimeouts applies the options' read and write timeouts.
@@ -230,6 +290,7 @@ func (s *TCPStream) recv(b []byte) (int, error) {
 		}
 		return 0, io.EOF
 	}
+	s.rxBytes.Add(uint64(r))
 	return int(r), nil
 }
 
@@ -317,6 +378,7 @@ func (s *TCPStream) ReadMsg(b []byte) (int, error) {
 	}
 	n := copy(b, s.rbuf[start:start+l])
 	s.consumed(l)
+	s.rxMsgs.Add(1)
 	return n, nil
 }
 
@@ -330,10 +392,12 @@ func (s *TCPStream) send(b []byte, flags uintptr) (int, error) {
 	for sent < len(b) {
 		r, e := s.call(unix.SYS_SENDTO, unsafe.Pointer(&b[sent]), uintptr(len(b)-sent), unix.MSG_NOSIGNAL|flags, nil, nil, 0, false)
 		if e != 0 {
+			s.txBytes.Add(uint64(sent))
 			return sent, s.mapErr("sendto", e)
 		}
 		sent += int(r)
 	}
+	s.txBytes.Add(uint64(sent))
 	return sent, nil
 }
 
@@ -355,15 +419,100 @@ func (s *TCPStream) WriteMsg(b []byte) error {
 	binary.BigEndian.PutUint32(s.wbuf, uint32(len(b)))
 	if need <= len(s.wbuf) {
 		n := copy(s.wbuf[streamHeader:], b)
-		_, err := s.Write(s.wbuf[:streamHeader+n])
-		return err
+		if _, err := s.Write(s.wbuf[:streamHeader+n]); err != nil {
+			return err
+		}
+		s.txMsgs.Add(1)
+		return nil
 	}
 	if _, err := s.send(s.wbuf[:streamHeader], unix.MSG_MORE); err != nil {
 		return err
 	}
-	_, err := s.Write(b)
-	return err
+	if _, err := s.Write(b); err != nil {
+		return err
+	}
+	s.txMsgs.Add(1)
+	return nil
 }
+
+// TryRead returns buffered bytes first, then what recvfrom(2) with
+// MSG_DONTWAIT finds: 0, nil when nothing has arrived. It never waits,
+// whatever the wait mode and timeout.
+func (s *TCPStream) TryRead(b []byte) (int, error) {
+	if s.rhead < s.rend {
+		n := copy(b, s.rbuf[s.rhead:s.rend])
+		s.rhead += n
+		return n, nil
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	if !s.gate.R.Enter() {
+		return 0, backend.ErrClosed
+	}
+	defer s.gate.R.Exit()
+	for {
+		r, _, e := syscall.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT, 0, 0)
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN:
+			return 0, nil
+		case e != 0:
+			return 0, s.mapErr("recvfrom", e)
+		case r == 0:
+			if s.gate.Closed() {
+				return 0, backend.ErrClosed
+			}
+			return 0, io.EOF
+		}
+		s.rxBytes.Add(uint64(r))
+		return int(r), nil
+	}
+}
+
+// TryWrite sends what the socket takes now of b, with send(2) and
+// MSG_DONTWAIT: 0, nil when it has no room. It never waits.
+func (s *TCPStream) TryWrite(b []byte) (int, error) {
+	if !s.gate.W.Enter() {
+		return 0, backend.ErrClosed
+	}
+	defer s.gate.W.Exit()
+	sent := 0
+	defer func() { s.txBytes.Add(uint64(sent)) }()
+	for sent < len(b) {
+		r, _, e := syscall.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(unsafe.Pointer(&b[sent])), uintptr(len(b)-sent), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+		switch e {
+		case 0:
+			sent += int(r)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return sent, nil
+		default:
+			return sent, s.mapErr("sendto", e)
+		}
+	}
+	return sent, nil
+}
+
+// ReadyFD returns the socket's descriptor, which polls readable exactly
+// when TryRead would return something beyond what the stream buffered
+// (the adapter tries TryRead before it waits), and writable when
+// TryWrite has room.
+func (s *TCPStream) ReadyFD() (int, bool) { return s.fd, true }
+
+// Stats returns the stream's byte and message counters.
+func (s *TCPStream) Stats() backend.StreamStats {
+	return backend.StreamStats{
+		RxBytes: s.rxBytes.Load(), TxBytes: s.txBytes.Load(),
+		RxMessages: s.rxMsgs.Load(), TxMessages: s.txMsgs.Load(),
+	}
+}
+
+// SyscallConn returns the socket's raw descriptor access, for options
+// lowlat does not wrap. Reading or writing through it bypasses the
+// stream's buffer and counters.
+func (s *TCPStream) SyscallConn() (syscall.RawConn, error) { return rawConn{&s.sock}, nil }
 
 func (s *TCPStream) SetReadTimeout(d time.Duration) error { return s.setReadTimeout(d) }
 func (s *TCPStream) LocalAddr() netip.AddrPort            { return s.laddr }
