@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/internal/sockaddr"
 )
 
 // MaxStreamMessage is the largest message ReadMsg and WriteMsg carry.
@@ -119,10 +120,10 @@ func newStream(fd int, spin bool, info backend.Info) (*TCPStream, error) {
 		info: info,
 	}
 	if sa, err := unix.Getsockname(fd); err == nil {
-		s.laddr = fromSockaddr(sa)
+		s.laddr = sockaddr.From(sa)
 	}
 	if sa, err := unix.Getpeername(fd); err == nil {
-		s.raddr = fromSockaddr(sa)
+		s.raddr = sockaddr.From(sa)
 	}
 	return s, nil
 }
@@ -134,7 +135,7 @@ func dialTCP(ctx context.Context, raddr netip.AddrPort, o backend.Options, name 
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
 	}
-	family, v6 := familyOf(raddr)
+	family, v6 := sockaddr.Family(raddr)
 	fd, err := newSocket(family, unix.SOCK_STREAM, false)
 	if err != nil {
 		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
@@ -148,7 +149,7 @@ func dialTCP(ctx context.Context, raddr netip.AddrPort, o backend.Options, name 
 	if err := applyCommon(fd, o, busy, &info); err != nil {
 		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
 	}
-	if err := connect(ctx, fd, toSockaddr(raddr, v6), o.DialTimeout); err != nil {
+	if err := connect(ctx, fd, sockaddr.To(raddr, v6), o.DialTimeout); err != nil {
 		return nil, fmt.Errorf("%s: dial tcp %v: %w", name, raddr, err)
 	}
 	s, err := newStream(fd, spin, info)
@@ -534,7 +535,7 @@ func listenTCP(laddr netip.AddrPort, o backend.Options, name string, spin, busy 
 	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: listen tcp %v: %w", name, laddr, err)
 	}
-	family, v6 := familyOf(laddr)
+	family, v6 := sockaddr.Family(laddr)
 	fd, err := newSocket(family, unix.SOCK_STREAM, false)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen tcp %v: %w", name, laddr, err)
@@ -547,7 +548,7 @@ func listenTCP(laddr netip.AddrPort, o backend.Options, name string, spin, busy 
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		return nil, fmt.Errorf("%s: listen tcp %v: %w", name, laddr, os.NewSyscallError("setsockopt SO_REUSEADDR", err))
 	}
-	if err := unix.Bind(fd, toSockaddr(laddr, v6)); err != nil {
+	if err := unix.Bind(fd, sockaddr.To(laddr, v6)); err != nil {
 		return nil, fmt.Errorf("%s: listen tcp %v: %w", name, laddr, os.NewSyscallError("bind", err))
 	}
 	if err := unix.Listen(fd, backend.DefaultBacklog); err != nil {
@@ -557,7 +558,7 @@ func listenTCP(laddr netip.AddrPort, o backend.Options, name string, spin, busy 
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen tcp %v: %w", name, laddr, os.NewSyscallError("getsockname", err))
 	}
-	return &TCPListener{sock: sock{fd: fd}, addr: fromSockaddr(sa), o: o, name: name, busy: busy, stream: spin}, nil
+	return &TCPListener{sock: sock{fd: fd}, addr: sockaddr.From(sa), o: o, name: name, busy: busy, stream: spin}, nil
 }
 
 // Accept waits in accept4(2) for the next connection. Close from another

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/internal/mcast"
+	"github.com/lowlat/lowlat/bypass/internal/sockaddr"
 	"github.com/lowlat/lowlat/internal/priv"
 )
 
@@ -59,19 +60,19 @@ type UDPConn struct {
 	ifindex int // iface's index in the socket's namespace, 0 for none
 
 	// Reader-owned state.
-	rsa    rawAddr
+	rsa    sockaddr.Raw
 	rsalen uint32
 	rmsgs  []unix.Mmsghdr
 	riov   []unix.Iovec
-	rnames []rawAddr
+	rnames []sockaddr.Raw
 	rctl   []byte // ctlSize bytes of control messages per message
 
 	// Writer-owned state.
 	txs    txStamps
-	wsa    rawAddr
+	wsa    sockaddr.Raw
 	wmsgs  []unix.Mmsghdr
 	wiov   []unix.Iovec
-	wnames []rawAddr
+	wnames []sockaddr.Raw
 
 	// Reader-owned and writer-owned counters on cache lines of their own.
 	_         [128]byte
@@ -88,7 +89,7 @@ func listenUDP(laddr netip.AddrPort, o backend.Options, name string, spin, busy 
 	if !laddr.IsValid() {
 		return nil, fmt.Errorf("%s: listen udp: invalid local address", name)
 	}
-	family, v6 := familyOf(laddr)
+	family, v6 := sockaddr.Family(laddr)
 	fd, err := newSocket(family, unix.SOCK_DGRAM, spin)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, err)
@@ -122,14 +123,14 @@ func listenUDP(laddr netip.AddrPort, o backend.Options, name string, spin, busy 
 		}
 		c.ifindex = ifi.Index
 	}
-	if err := unix.Bind(fd, toSockaddr(laddr, v6)); err != nil {
+	if err := unix.Bind(fd, sockaddr.To(laddr, v6)); err != nil {
 		return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, os.NewSyscallError("bind", err))
 	}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, os.NewSyscallError("getsockname", err))
 	}
-	c.laddr = fromSockaddr(sa)
+	c.laddr = sockaddr.From(sa)
 	if o.ReadTimeout > 0 {
 		if err := c.setReadTimeout(o.ReadTimeout); err != nil {
 			return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, err)
@@ -139,9 +140,9 @@ func listenUDP(laddr netip.AddrPort, o backend.Options, name string, spin, busy 
 		return nil, fmt.Errorf("%s: listen udp %v: %w", name, laddr, err)
 	}
 	b := o.Batch()
-	c.rmsgs, c.riov, c.rnames = make([]unix.Mmsghdr, b), make([]unix.Iovec, b), make([]rawAddr, b)
+	c.rmsgs, c.riov, c.rnames = make([]unix.Mmsghdr, b), make([]unix.Iovec, b), make([]sockaddr.Raw, b)
 	c.rctl = make([]byte, b*ctlSize)
-	c.wmsgs, c.wiov, c.wnames = make([]unix.Mmsghdr, b), make([]unix.Iovec, b), make([]rawAddr, b)
+	c.wmsgs, c.wiov, c.wnames = make([]unix.Mmsghdr, b), make([]unix.Iovec, b), make([]sockaddr.Raw, b)
 	for i := range b {
 		c.rmsgs[i].Hdr.Iov, c.rmsgs[i].Hdr.Iovlen = &c.riov[i], 1
 		c.rmsgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&c.rnames[i]))
@@ -213,12 +214,12 @@ func (c *UDPConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 		return 0, netip.AddrPort{}, backend.ErrClosed
 	}
 	c.rx.Add(1)
-	return n, decode(&c.rsa), nil
+	return n, sockaddr.Decode(&c.rsa), nil
 }
 
 // WriteTo wraps sendto(2).
 func (c *UDPConn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
-	l := encode(&c.wsa, to, c.v6)
+	l := sockaddr.Encode(&c.wsa, to, c.v6)
 	if l == 0 {
 		return 0, errAddrFamily
 	}
@@ -318,7 +319,7 @@ func (c *UDPConn) finishRecv(msgs []backend.Message, got int) (int, error) {
 		if m.Trunc {
 			c.trunc.Add(1)
 		}
-		m.Addr = decode(&c.rnames[i])
+		m.Addr = sockaddr.Decode(&c.rnames[i])
 		m.Dst, m.Stamp = netip.Addr{}, backend.Timestamp{}
 		parseControl(c.rctl[i*ctlSize:i*ctlSize+int(h.Controllen)], m)
 		c.riov[i].Base = nil
@@ -351,7 +352,7 @@ func (c *UDPConn) writeChunk(msgs []backend.Message) (int, error) {
 			c.wiov[i].Base = nil
 		}
 		c.wiov[i].SetLen(len(p))
-		l := encode(&c.wnames[i], msgs[i].Addr, c.v6)
+		l := sockaddr.Encode(&c.wnames[i], msgs[i].Addr, c.v6)
 		if l == 0 {
 			return 0, errAddrFamily
 		}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/internal/sockaddr"
 )
 
 // MaxStreamMessage is the largest message ReadMsg and WriteMsg carry, as
@@ -75,7 +76,7 @@ func newStream(s *C.struct_ll_sock, spin bool, o backend.Options) (*Stream, erro
 
 // sockName is getsockname(3), or getpeername(3) when peer is set.
 func sockName(fd C.int, peer bool) (netip.AddrPort, error) {
-	var ra rawAddr
+	var ra sockaddr.Raw
 	l := C.uint32_t(unsafe.Sizeof(ra))
 	op, rc := "getsockname", C.int(0)
 	if peer {
@@ -86,14 +87,14 @@ func sockName(fd C.int, peer bool) (netip.AddrPort, error) {
 	if rc < 0 {
 		return netip.AddrPort{}, os.NewSyscallError(op, errnoOf(rc))
 	}
-	return decode(&ra), nil
+	return sockaddr.Decode(&ra), nil
 }
 
 func dialTCP(raddr netip.AddrPort, o backend.Options) (_ *Stream, err error) {
 	if _, err := KeepSignal(); err != nil {
 		return nil, err
 	}
-	family, v6 := familyOf(raddr)
+	family, v6 := sockaddr.Family(raddr)
 	spin := o.Wait != backend.WaitBlock
 	s, err := openSock(C.int(family), unix.SOCK_STREAM, spin, 1, o.WriteTimeout)
 	if err != nil {
@@ -108,8 +109,8 @@ func dialTCP(raddr netip.AddrPort, o backend.Options) (_ *Stream, err error) {
 	if err := applyOptions(s.fd, o, v6, &info); err != nil {
 		return nil, err
 	}
-	var ra rawAddr
-	l := encode(&ra, raddr, v6)
+	var ra sockaddr.Raw
+	l := sockaddr.Encode(&ra, raddr, v6)
 	if rc := C.ll_connect(s, unsafe.Pointer(&ra), C.uint32_t(l), C.int64_t(o.DialTimeout)); rc < 0 {
 		if e := errnoOf(rc); e == unix.ETIMEDOUT && o.DialTimeout > 0 {
 			return nil, errors.Join(backend.ErrTimeout, os.NewSyscallError("connect", e))
@@ -259,7 +260,7 @@ func listenTCP(laddr netip.AddrPort, o backend.Options) (_ *Listener, err error)
 	if _, err := KeepSignal(); err != nil {
 		return nil, err
 	}
-	family, v6 := familyOf(laddr)
+	family, v6 := sockaddr.Family(laddr)
 	s, err := openSock(C.int(family), unix.SOCK_STREAM, false, 1, 0)
 	if err != nil {
 		return nil, err
@@ -272,8 +273,8 @@ func listenTCP(laddr netip.AddrPort, o backend.Options) (_ *Listener, err error)
 	if err := setInt(s.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, "SO_REUSEADDR"); err != nil {
 		return nil, err
 	}
-	var ra rawAddr
-	l := encode(&ra, laddr, v6)
+	var ra sockaddr.Raw
+	l := sockaddr.Encode(&ra, laddr, v6)
 	if rc := C.ll_bind(s.fd, unsafe.Pointer(&ra), C.uint32_t(l)); rc < 0 {
 		return nil, os.NewSyscallError("bind", errnoOf(rc))
 	}
@@ -294,7 +295,7 @@ func (l *Listener) Accept() (backend.Stream, error) {
 		return nil, backend.ErrClosed
 	}
 	defer l.gate.R.Exit()
-	var ra rawAddr
+	var ra sockaddr.Raw
 	alen := C.uint32_t(unsafe.Sizeof(ra))
 	fd := C.ll_accept(l.s, unsafe.Pointer(&ra), &alen)
 	if fd < 0 {

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/internal/sockaddr"
 )
 
 // UDPConn is a UDP socket whose every operation is a C library call, so
@@ -36,12 +37,12 @@ type UDPConn struct {
 	iface string
 
 	// Reader-owned state: what the C calls write into.
-	rsa   rawAddr
+	rsa   sockaddr.Raw
 	ralen C.uint32_t
 	rmsgs []C.struct_ll_msg
 
 	// Writer-owned state.
-	wsa   rawAddr
+	wsa   sockaddr.Raw
 	wsent C.int
 	wmsgs []C.struct_ll_msg
 
@@ -65,7 +66,7 @@ func listenUDP(laddr netip.AddrPort, o backend.Options) (_ *UDPConn, err error) 
 	if _, err := KeepSignal(); err != nil {
 		return nil, err
 	}
-	family, v6 := familyOf(laddr)
+	family, v6 := sockaddr.Family(laddr)
 	spin := o.Wait != backend.WaitBlock
 	s, err := openSock(C.int(family), unix.SOCK_DGRAM, spin, o.Batch(), o.WriteTimeout)
 	if err != nil {
@@ -85,7 +86,7 @@ func listenUDP(laddr netip.AddrPort, o backend.Options) (_ *UDPConn, err error) 
 	if err := applyOptions(c.fd, o, v6, &c.info); err != nil {
 		return nil, err
 	}
-	l := encode(&c.wsa, laddr, v6)
+	l := sockaddr.Encode(&c.wsa, laddr, v6)
 	if rc := C.ll_bind(c.fd, unsafe.Pointer(&c.wsa), C.uint32_t(l)); rc < 0 {
 		return nil, os.NewSyscallError("bind", errnoOf(rc))
 	}
@@ -93,7 +94,7 @@ func listenUDP(laddr netip.AddrPort, o backend.Options) (_ *UDPConn, err error) 
 	if rc := C.ll_getsockname(c.fd, unsafe.Pointer(&c.rsa), &c.ralen); rc < 0 {
 		return nil, os.NewSyscallError("getsockname", errnoOf(rc))
 	}
-	c.laddr = decode(&c.rsa)
+	c.laddr = sockaddr.Decode(&c.rsa)
 	c.timeout.Store(int64(o.ReadTimeout))
 	c.stat = statFD(c.fd)
 	c.info.Notes = append(c.info.Notes, onloadNotes(c.stat)...)
@@ -191,7 +192,7 @@ func (c *UDPConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 		return 0, netip.AddrPort{}, backend.ErrClosed
 	}
 	c.rx.Add(1)
-	return n, decode(&c.rsa), nil
+	return n, sockaddr.Decode(&c.rsa), nil
 }
 
 // WriteTo is one sendto(3) call (repeated while the socket has no room).
@@ -200,7 +201,7 @@ func (c *UDPConn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
 		return 0, backend.ErrClosed
 	}
 	defer c.gate.W.Exit()
-	l := encode(&c.wsa, to, c.v6)
+	l := sockaddr.Encode(&c.wsa, to, c.v6)
 	if l == 0 {
 		return 0, errAddrFamily
 	}
@@ -262,7 +263,7 @@ func (c *UDPConn) readBatch(msgs []backend.Message, wait C.int) (int, error) {
 		if m.Trunc {
 			c.trunc.Add(1)
 		}
-		m.Addr = decode((*rawAddr)(unsafe.Pointer(&r.addr[0])))
+		m.Addr = sockaddr.Decode((*sockaddr.Raw)(unsafe.Pointer(&r.addr[0])))
 	}
 	c.rx.Add(uint64(got))
 	return int(got), nil
@@ -296,7 +297,7 @@ func (c *UDPConn) WriteBatch(msgs []backend.Message) (int, error) {
 		for i := range chunk {
 			m := &c.wmsgs[i]
 			setBuf(m, chunk[i].Buf)
-			l := encode((*rawAddr)(unsafe.Pointer(&m.addr[0])), chunk[i].Addr, c.v6)
+			l := sockaddr.Encode((*sockaddr.Raw)(unsafe.Pointer(&m.addr[0])), chunk[i].Addr, c.v6)
 			if l == 0 {
 				c.tx.Add(uint64(sent))
 				return sent, errAddrFamily
@@ -359,8 +360,8 @@ func (c *UDPConn) mcast(op string, opt int, group, source netip.Addr) error {
 		binary.NativeEndian.PutUint32(req[:], uint32(ifi.Index))
 	}
 	put := func(at int, a netip.Addr) bool {
-		var ra rawAddr
-		l := encode(&ra, netip.AddrPortFrom(a, 0), c.v6)
+		var ra sockaddr.Raw
+		l := sockaddr.Encode(&ra, netip.AddrPortFrom(a, 0), c.v6)
 		copy(req[at:at+int(l)], (*[unsafe.Sizeof(ra)]byte)(unsafe.Pointer(&ra))[:l])
 		return l != 0
 	}

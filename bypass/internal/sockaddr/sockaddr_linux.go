@@ -1,6 +1,9 @@
 //go:build linux
 
-package kernel
+// Package sockaddr converts between netip.AddrPort and the kernel's
+// socket addresses without allocating, for the backends whose hot paths
+// pass sockaddrs to system calls or to the C library (kernel, onload).
+package sockaddr
 
 import (
 	"encoding/binary"
@@ -10,13 +13,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// rawAddr holds either sockaddr_in or sockaddr_in6; sockaddr_in6 is the
+// Raw holds either sockaddr_in or sockaddr_in6; sockaddr_in6 is the
 // larger of the two.
-type rawAddr = unix.RawSockaddrInet6
+type Raw = unix.RawSockaddrInet6
 
-// encode writes ap into ra in the socket's family and returns the length to
-// pass to the kernel, or 0 when the address does not fit the family.
-func encode(ra *rawAddr, ap netip.AddrPort, v6 bool) uint32 {
+// Encode writes ap into ra in the socket's family and returns the length
+// to pass on, or 0 when the address does not fit the family.
+func Encode(ra *Raw, ap netip.AddrPort, v6 bool) uint32 {
 	a := ap.Addr()
 	if !v6 {
 		a = a.Unmap()
@@ -37,8 +40,8 @@ func encode(ra *rawAddr, ap netip.AddrPort, v6 bool) uint32 {
 	return unix.SizeofSockaddrInet6
 }
 
-// decode reads the address the kernel wrote into ra.
-func decode(ra *rawAddr) netip.AddrPort {
+// Decode reads the address the kernel (or the C library) wrote into ra.
+func Decode(ra *Raw) netip.AddrPort {
 	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&ra.Port))[:])
 	switch ra.Family {
 	case unix.AF_INET:
@@ -50,15 +53,25 @@ func decode(ra *rawAddr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// toSockaddr converts for the setup-path calls of x/sys/unix.
-func toSockaddr(ap netip.AddrPort, v6 bool) unix.Sockaddr {
+// Family returns the socket family for ap: IPv4 for an IPv4 or
+// IPv4-mapped address, else IPv6.
+func Family(ap netip.AddrPort) (family int, v6 bool) {
+	if ap.Addr().Is4() || ap.Addr().Is4In6() {
+		return unix.AF_INET, false
+	}
+	return unix.AF_INET6, true
+}
+
+// To converts for the setup-path calls of x/sys/unix.
+func To(ap netip.AddrPort, v6 bool) unix.Sockaddr {
 	if !v6 {
 		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}
 	}
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 }
 
-func fromSockaddr(sa unix.Sockaddr) netip.AddrPort {
+// From converts an x/sys/unix address back.
+func From(sa unix.Sockaddr) netip.AddrPort {
 	switch sa := sa.(type) {
 	case *unix.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
@@ -66,11 +79,4 @@ func fromSockaddr(sa unix.Sockaddr) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
 	}
 	return netip.AddrPort{}
-}
-
-func familyOf(ap netip.AddrPort) (family int, v6 bool) {
-	if ap.Addr().Is4() || ap.Addr().Is4In6() {
-		return unix.AF_INET, false
-	}
-	return unix.AF_INET6, true
 }
