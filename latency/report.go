@@ -61,6 +61,34 @@ func (s Summary) Values() []int64 {
 // Columns names the summary's fields for tables, in the order of Values.
 var Columns = []string{"min", "mean", "stddev", "p50", "p90", "p99", "p99.9", "p99.99", "p99.999", "max"}
 
+// percentileKeys are the JSON keys of the percentiles, in percentiles'
+// order; percentileColumns their table columns.
+var (
+	percentileKeys    = []string{"p50", "p90", "p99", "p99_9", "p99_99", "p99_999"}
+	percentileColumns = []string{"p50", "p90", "p99", "p99.9", "p99.99", "p99.999"}
+)
+
+// thinBeyond is how many samples must lie beyond a percentile for it to
+// stand on more than a handful of them: with fewer, it is marked thin.
+const thinBeyond = 10
+
+// Thin returns the JSON keys of the percentiles that fewer than ten of
+// samples lie beyond (p99.99 from 20 000 samples rests on two): the
+// percentiles to read as anecdotes, not as a distribution's shape.
+func Thin(samples int64) []string {
+	var thin []string
+	for i, p := range percentiles {
+		if float64(samples)*(100-p)/100 < thinBeyond {
+			thin = append(thin, percentileKeys[i])
+		}
+	}
+	return thin
+}
+
+// MinSamples is how many samples a percentile p needs for ten of them to
+// lie beyond it: 100 000 for p99.99.
+func MinSamples(p float64) int64 { return int64(math.Ceil(thinBeyond * 100 / (100 - p))) }
+
 // Report is one measured run. Its JSON form has exactly the keys of
 // latprobe's --json output:
 //
@@ -86,6 +114,9 @@ type Report struct {
 	// under its name (client_tx, network, server, client_rx), with the
 	// keys of rtt_ns; StagesMissing counts the samples that could not be
 	// split, by the stamp that was missing.
+	// Thin lists the percentile keys that fewer than ten samples lie
+	// beyond (Thin): read them as anecdotes.
+	Thin          []string           `json:"thin,omitempty"`
 	Stages        map[string]Summary `json:"stages_ns,omitempty"`
 	StagesMissing *StagesMissing     `json:"stages_missing,omitempty"`
 
@@ -105,6 +136,7 @@ func NewReport(r *Result, backend, proto string) Report {
 		Lost:     r.Counters.Lost,
 		RTT:      r.Summary(),
 		Counters: r.Counters,
+		Thin:     Thin(r.Hist.TotalCount()),
 	}
 	if r.Stages[0] != nil {
 		rep.Stages = make(map[string]Summary, len(StageNames))
@@ -136,6 +168,7 @@ func WriteJSON(w io.Writer, reports ...Report) error {
 // each counters line with the peer.
 func WriteTable(w io.Writer, reports ...Report) error {
 	peers := slices.ContainsFunc(reports, func(r Report) bool { return r.Peer != "" })
+	thin := false
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	if peers {
 		fmt.Fprint(tw, "peer\t")
@@ -154,8 +187,13 @@ func WriteTable(w io.Writer, reports ...Report) error {
 			name += " " + r.Series
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t", r.Proto, name, r.Size, r.Samples, r.Lost)
-		for _, v := range r.RTT.Values() {
-			fmt.Fprintf(tw, "%.2f\t", float64(v)/1e3)
+		for i, v := range r.RTT.Values() {
+			mark := ""
+			if slices.Contains(r.Thin, keyOfColumn(Columns[i])) {
+				mark = "*"
+				thin = true
+			}
+			fmt.Fprintf(tw, "%.2f%s\t", float64(v)/1e3, mark)
 		}
 		fmt.Fprintln(tw)
 	}
@@ -163,6 +201,9 @@ func WriteTable(w io.Writer, reports ...Report) error {
 		return err
 	}
 	fmt.Fprintln(w, "round trip in µs")
+	if thin {
+		fmt.Fprintf(w, "* fewer than %d samples lie beyond this percentile: an anecdote, not the distribution's shape\n", thinBeyond)
+	}
 	for _, r := range reports {
 		if r.Series == "corrected" {
 			continue // the raw series' line says the same
@@ -184,6 +225,15 @@ func WriteTable(w io.Writer, reports ...Report) error {
 		}
 	}
 	return nil
+}
+
+// keyOfColumn maps a percentile's table column to its JSON key ("" for
+// the other columns).
+func keyOfColumn(c string) string {
+	if i := slices.Index(percentileColumns, c); i >= 0 {
+		return percentileKeys[i]
+	}
+	return ""
 }
 
 // writeStages writes a report's stage table, when it has one: where each

@@ -138,7 +138,9 @@ func TestJSONKeys(t *testing.T) {
 		slices.Sort(k)
 		return k
 	}
-	want := []string{"backend", "lost", "proto", "rtt_ns", "samples", "sent", "size", "tool"}
+	// "thin" is there because the sample report's 1000 samples leave
+	// fewer than ten beyond p99.9 and up.
+	want := []string{"backend", "lost", "proto", "rtt_ns", "samples", "sent", "size", "thin", "tool"}
 	if got := keys(m); !slices.Equal(got, want) {
 		t.Fatalf("top-level keys %v, want %v", got, want)
 	}
@@ -243,8 +245,8 @@ func TestPeerReport(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
 		t.Fatal(err)
 	}
-	if m["peer"] != "127.0.0.1:11111" || len(m) != 9 {
-		t.Fatalf("JSON %s: want the 8 keys and peer", buf.String())
+	if m["peer"] != "127.0.0.1:11111" || len(m) != 10 {
+		t.Fatalf("JSON %s: want the 9 keys and peer", buf.String())
 	}
 	buf.Reset()
 	if err := WriteTable(&buf, r); err != nil {
@@ -259,5 +261,33 @@ func TestPeerReport(t *testing.T) {
 	}
 	if out := buf.String(); strings.Contains(out, "peer") || !strings.Contains(out, "\nudp 64 B: sent 1002") {
 		t.Fatalf("table without peers:\n%s", out)
+	}
+}
+
+// TestThinPercentiles: a percentile with fewer than ten samples beyond it
+// is named thin, in JSON and marked in the table.
+func TestThinPercentiles(t *testing.T) {
+	for _, c := range []struct {
+		samples int64
+		want    []string
+	}{
+		{100_000, []string{"p99_999"}},
+		{20_000, []string{"p99_99", "p99_999"}},
+		{1_000_000, nil},
+		{50, []string{"p90", "p99", "p99_9", "p99_99", "p99_999"}},
+	} {
+		if got := Thin(c.samples); !slices.Equal(got, c.want) {
+			t.Errorf("Thin(%d) = %v, want %v", c.samples, got, c.want)
+		}
+	}
+	if n := MinSamples(99.99); n != 100_000 {
+		t.Fatalf("MinSamples(99.99) = %d", n)
+	}
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, sampleReport()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "*") || !strings.Contains(buf.String(), "fewer than 10 samples") {
+		t.Fatalf("table does not mark thin percentiles:\n%s", buf.String())
 	}
 }

@@ -178,6 +178,7 @@ type report struct {
 	Tool    string           `json:"tool"`
 	Backend string           `json:"backend"`
 	Series  string           `json:"series"` // only with --mps
+	Thin    []string         `json:"thin"`   // percentiles fewer than ten samples lie beyond
 	Proto   string           `json:"proto"`
 	Size    int              `json:"size"`
 	Samples int64            `json:"samples"`

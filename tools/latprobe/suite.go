@@ -22,7 +22,9 @@ func cmdSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("suite", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, `print one JSON document {"cells":[...]} instead of the table`)
 	out := fs.String("out", "", "write each cell's HdrHistogram log to DIR/PLACEMENT-BACKEND.hlog")
-	count := fs.Int("count", 10000, "measured round trips per cell")
+	// Enough samples for ten to lie beyond p99.99, the tail the suite's
+	// table reports: fewer would make it an anecdote.
+	count := fs.Int("count", int(latency.MinSamples(99.99)), "measured round trips per cell (the default leaves ten samples beyond p99.99)")
 	engine := fs.String("engine", "runc", "container engine: runc or podman")
 	cpus := fs.String("cpus", "", "cpuset for the containers, such as 0-1 (default: every CPU)")
 	binary := fs.String("binary", "", "latprobe to run and put in the containers (default: this one; a dynamically linked one takes its loader and libraries along)")
