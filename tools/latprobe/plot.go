@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"math"
 	"path/filepath"
+	"strconv"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"gonum.org/v1/plot"
@@ -70,18 +71,41 @@ func (percentileTicks) Ticks(min, max float64) []plot.Tick {
 	return ticks
 }
 
-// newPlot draws the series as a percentile distribution: latency against
-// percentile, on a log scale of 1/(1-p) out to 99.999%, one line per
-// series, in fixed fonts and sizes so that the output is reproducible.
+// latencyTicks labels a log latency axis at 1, 2 and 5 of every decade in
+// range, so that even a narrow range (5 to 40 µs) shows a few values.
+type latencyTicks struct{}
+
+func (latencyTicks) Ticks(min, max float64) []plot.Tick {
+	var ticks []plot.Tick
+	for d := math.Floor(math.Log10(min)); d <= math.Ceil(math.Log10(max)); d++ {
+		for _, m := range []float64{1, 2, 5} {
+			v := m * math.Pow(10, d)
+			if v < min || v > max {
+				continue
+			}
+			ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', -1, 64)})
+		}
+	}
+	return ticks
+}
+
+// newPlot draws the series as a percentile distribution, HdrHistogram's
+// way: latency against percentile, the percentile on a log scale of
+// 1/(1-p) out to 99.999%, and the latency on a log scale too, so that one
+// run's stall of milliseconds does not flatten every other curve's body of
+// microseconds into a line at zero. One line per series, in fixed fonts
+// and sizes so that the output is reproducible.
 func newPlot(title string, all []series) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = title
 	p.X.Label.Text = "percentile"
-	p.Y.Label.Text = "round trip (µs)"
+	p.Y.Label.Text = "round trip (µs, log scale)"
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = percentileTicks{}
 	p.X.Min, p.X.Max = 1, 2*plotX(maxPlotPercentile) // room for the last label
-	p.Y.Min = 0
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = latencyTicks{}
+	p.Y.Min = math.Inf(1)
 	p.Legend.Top = true
 	p.Legend.Left = true
 	p.Legend.XOffs = vg.Points(10)
@@ -93,8 +117,11 @@ func newPlot(title string, all []series) (*plot.Plot, error) {
 		pts := make(plotter.XYs, len(s.percentiles))
 		for j := range s.percentiles {
 			pts[j].X = plotX(s.percentiles[j])
-			pts[j].Y = s.micros[j]
-			p.Y.Max = math.Max(p.Y.Max, s.micros[j]*1.05)
+			// A log axis has no zero: a value below the histograms'
+			// 1 ns floor is drawn at it.
+			pts[j].Y = math.Max(s.micros[j], 1e-3)
+			p.Y.Max = math.Max(p.Y.Max, pts[j].Y*1.2)
+			p.Y.Min = math.Min(p.Y.Min, pts[j].Y/1.2)
 		}
 		l, err := plotter.NewLine(pts)
 		if err != nil {
@@ -105,6 +132,9 @@ func newPlot(title string, all []series) (*plot.Plot, error) {
 		l.Dashes = plotDashes(i)
 		p.Add(l)
 		p.Legend.Add(s.name, l)
+	}
+	if math.IsInf(p.Y.Min, 1) {
+		p.Y.Min, p.Y.Max = 1, 10 // no data: an empty decade
 	}
 	return p, nil
 }
