@@ -19,6 +19,7 @@ type EchoServer struct {
 
 	echoed     atomic.Uint64
 	unanswered atomic.Uint64
+	floods     floodCounts
 	sendErrors atomic.Uint64
 	garbage    [numKinds]atomic.Uint64
 }
@@ -40,6 +41,7 @@ const (
 type EchoStats struct {
 	Echoed     uint64 // requests answered
 	Unanswered uint64 // valid requests that asked for no answer
+	Flooded    uint64 // one-way flood messages counted (latprobe rate)
 	SendErrors uint64 // answers the transport refused to send
 
 	// Garbage: messages dropped without an answer, by reason.
@@ -64,6 +66,7 @@ func (s *EchoServer) Stats() EchoStats {
 	return EchoStats{
 		Echoed:     s.echoed.Load(),
 		Unanswered: s.unanswered.Load(),
+		Flooded:    s.floods.total.Load(),
 		SendErrors: s.sendErrors.Load(),
 		Empty:      g(kindEmpty),
 		Short:      g(kindShort),
@@ -215,6 +218,9 @@ func (s *EchoServer) answer(w Wire, msg []byte, limit int) []byte {
 	if len(msg) > limit {
 		s.countGarbage(ErrTooLong)
 		return nil
+	}
+	if reply, ok := s.flood(msg); ok {
+		return reply
 	}
 	reply, err := w.Answer(msg)
 	if err != nil {

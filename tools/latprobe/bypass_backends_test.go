@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +157,38 @@ func TestServerMetrics(t *testing.T) {
 	}
 	if r := runBinary(t, "server", "--metrics", "example.com:80"); r.code != 2 || !strings.Contains(r.stderr, "--metrics") {
 		t.Fatalf("--metrics with a name: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// TestRate: latprobe rate floods a latprobe server and prints, with
+// --json, exactly the keys of its documented object; bad flags exit 2.
+func TestRate(t *testing.T) {
+	addr := startServer(t, nil, "--backend", "kernel", "--addr", "127.0.0.1:0")
+	r := runBinary(t, "rate", "--peer", addr.String(), "--backend", "kernel", "--mps", "2000", "--duration", "300ms", "--json")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.stdout)), &m); err != nil {
+		t.Fatalf("%v: %s", err, r.stdout)
+	}
+	want := []string{"backend", "lost", "mode", "mps_received", "mps_sent", "proto", "received", "sent", "size", "tool"}
+	var got []string
+	for k := range m {
+		got = append(got, k)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) || m["mode"] != "rate" || m["sent"].(float64) == 0 || m["received"] != m["sent"] {
+		t.Fatalf("rate JSON %s: want keys %v, every message received", r.stdout, want)
+	}
+	for _, bad := range [][]string{
+		{"rate"},
+		{"rate", "--peer", addr.String(), "--mps", "fast"},
+		{"rate", "--peer", addr.String(), "--duration", "-1s"},
+		{"rate", "--peer", addr.String(), "--size", "24"},
+	} {
+		if r := runBinary(t, bad...); r.code != 2 {
+			t.Fatalf("%v: exit %d (%s), want 2", bad, r.code, r.stderr)
+		}
 	}
 }

@@ -11,4 +11,5 @@ var commands = []command{
 	{"suite", "the same ping-pong on the host and in containers, side by side", cmdSuite},
 	{"compare", "latprobe and sockperf on the same loopback path, interleaved, side by side", cmdCompare},
 	{"monitor", "probe a server continuously and export Prometheus metrics", cmdMonitor},
+	{"rate", "flood a latprobe server one way and report what it received: the rate a receiver keeps up with", cmdRate},
 }

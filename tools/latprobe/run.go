@@ -226,8 +226,12 @@ func span(pl *plan) string {
 
 // echoSummary renders an echo server's counters on one line.
 func echoSummary(s latency.EchoStats) string {
-	return fmt.Sprintf("echoed %d, garbage %d (empty %d, short %d, bad magic %d, bad version %d, bad length %d, oversize %d, not a request %d, other %d), send errors %d",
+	line := fmt.Sprintf("echoed %d, garbage %d (empty %d, short %d, bad magic %d, bad version %d, bad length %d, oversize %d, not a request %d, other %d), send errors %d",
 		s.Echoed, s.Garbage(), s.Empty, s.Short, s.BadMagic, s.BadVersion, s.BadLength, s.Oversize, s.NotRequest, s.Other, s.SendErrors)
+	if s.Flooded > 0 {
+		line += fmt.Sprintf(", flood messages counted %d", s.Flooded)
+	}
+	return line
 }
 
 // quietRuntime prepares the Go runtime for threads that spin in system
