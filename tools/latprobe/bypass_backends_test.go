@@ -192,3 +192,39 @@ func TestRate(t *testing.T) {
 		}
 	}
 }
+
+// TestJitter: latprobe jitter spins on a CPU and prints, with --json, the
+// documented object; bad flags exit 2.
+func TestJitter(t *testing.T) {
+	r := runBinary(t, "jitter", "--cpus", "0", "--duration", "200ms", "--json")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	var rep struct {
+		Tool, Mode  string
+		DurationNS  int64 `json:"duration_ns"`
+		ThresholdNS int64 `json:"threshold_ns"`
+		CPUs        []map[string]json.RawMessage
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.stdout)), &rep); err != nil {
+		t.Fatalf("%v: %s", err, r.stdout)
+	}
+	if rep.Mode != "jitter" || rep.DurationNS != int64(200*time.Millisecond) || rep.ThresholdNS != 1000 || len(rep.CPUs) != 1 {
+		t.Fatalf("report %s", r.stdout)
+	}
+	for _, k := range []string{"cpu", "gaps", "lost_pct", "gap_ns", "interrupts", "softirqs", "ctx_switches", "steal_ns", "runtime_preemptions"} {
+		if _, ok := rep.CPUs[0][k]; !ok {
+			t.Fatalf("cpu object lacks %q: %s", k, r.stdout)
+		}
+	}
+	for _, bad := range [][]string{
+		{"jitter", "--cpus", "x"},
+		{"jitter", "--duration", "-1s"},
+		{"jitter", "--threshold", "0s"},
+		{"jitter", "--cpus", "4096"},
+	} {
+		if r := runBinary(t, bad...); r.code != 2 {
+			t.Fatalf("%v: exit %d (%s), want 2", bad, r.code, r.stderr)
+		}
+	}
+}

@@ -11,5 +11,6 @@ var commands = []command{
 	{"suite", "the same ping-pong on the host and in containers, side by side", cmdSuite},
 	{"compare", "latprobe and sockperf on the same loopback path, interleaved, side by side", cmdCompare},
 	{"monitor", "probe a server continuously and export Prometheus metrics", cmdMonitor},
+	{"jitter", "spin a pinned thread per CPU and say what took the CPU from it, and for how long", cmdJitter},
 	{"rate", "flood a latprobe server one way and report what it received: the rate a receiver keeps up with", cmdRate},
 }
