@@ -27,18 +27,41 @@ type Source interface {
 	Info() bypass.Info
 }
 
-// Collector is a prometheus.Collector over a set of named connections.
-// Add and Remove may run while Prometheus scrapes.
+// StreamSource is what a Collector reads of a stream: a kernel Stream, or
+// anything that counts bytes and messages as bypass.StreamStats does.
+type StreamSource interface {
+	Stats() bypass.StreamStats
+	Info() bypass.Info
+}
+
+// Collector is a prometheus.Collector over a set of named connections and
+// streams. Add, AddStream and Remove may run while Prometheus scrapes.
 type Collector struct {
-	mu    sync.Mutex
-	names []string
-	srcs  map[string]Source
+	mu      sync.Mutex
+	names   []string
+	srcs    map[string]Source
+	streams map[string]StreamSource
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
 
 // NewCollector returns an empty Collector.
-func NewCollector() *Collector { return &Collector{srcs: make(map[string]Source)} }
+func NewCollector() *Collector {
+	return &Collector{srcs: make(map[string]Source), streams: make(map[string]StreamSource)}
+}
+
+// AddStream exports a stream's byte and message counters under the label
+// conn=name, replacing what was there under that name.
+func (c *Collector) AddStream(name string, s StreamSource) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.streams[name]; !ok {
+		if _, ok := c.srcs[name]; !ok {
+			c.names = append(c.names, name)
+		}
+	}
+	c.streams[name] = s
+}
 
 // Add exports s's counters under the label conn=name, replacing what was
 // there under that name.
@@ -56,6 +79,7 @@ func (c *Collector) Remove(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.srcs, name)
+	delete(c.streams, name)
 	c.names = slices.DeleteFunc(c.names, func(n string) bool { return n == name })
 }
 
@@ -68,15 +92,20 @@ func desc(name, help string, extra ...string) *prometheus.Desc {
 // The metrics, one per counter of bypass.Stats; the drops are one metric
 // with the reason as a label.
 var (
-	rxDesc        = desc("rx_packets_total", "Datagrams delivered to the application.")
-	txDesc        = desc("tx_packets_total", "Datagrams handed to the transport.")
-	truncDesc     = desc("rx_truncated_total", "Datagrams cut to fit the caller's buffer.")
-	dropDesc      = desc("rx_dropped_total", "Datagrams or frames lost before the application saw them, by reason.", "reason")
-	ringFullDesc  = desc("rx_ring_full_total", "afxdp: frames the kernel dropped because the RX ring was full (also counted as reason=kernel).")
-	invalidDesc   = desc("invalid_descriptors_total", "afxdp: descriptors the kernel refused as invalid.")
-	txFullDesc    = desc("tx_ring_full_total", "Transmits that found every buffer or ring slot in use.")
-	wakeupsDesc   = desc("wakeups_total", "afxdp: kicks issued to the kernel.")
-	allDescs      = []*prometheus.Desc{rxDesc, txDesc, truncDesc, dropDesc, ringFullDesc, invalidDesc, txFullDesc, wakeupsDesc}
+	rxDesc       = desc("rx_packets_total", "Datagrams delivered to the application.")
+	txDesc       = desc("tx_packets_total", "Datagrams handed to the transport.")
+	truncDesc    = desc("rx_truncated_total", "Datagrams cut to fit the caller's buffer.")
+	dropDesc     = desc("rx_dropped_total", "Datagrams or frames lost before the application saw them, by reason.", "reason")
+	ringFullDesc = desc("rx_ring_full_total", "afxdp: frames the kernel dropped because the RX ring was full (also counted as reason=kernel).")
+	invalidDesc  = desc("invalid_descriptors_total", "afxdp: descriptors the kernel refused as invalid.")
+	txFullDesc   = desc("tx_ring_full_total", "Transmits that found every buffer or ring slot in use.")
+	wakeupsDesc  = desc("wakeups_total", "afxdp: kicks issued to the kernel.")
+	sRxBytesDesc = desc("stream_rx_bytes_total", "Streams: bytes received.")
+	sTxBytesDesc = desc("stream_tx_bytes_total", "Streams: bytes handed to the socket.")
+	sRxMsgsDesc  = desc("stream_rx_messages_total", "Streams: framed messages received (ReadMsg).")
+	sTxMsgsDesc  = desc("stream_tx_messages_total", "Streams: framed messages sent whole (WriteMsg).")
+	allDescs     = []*prometheus.Desc{rxDesc, txDesc, truncDesc, dropDesc, ringFullDesc, invalidDesc, txFullDesc, wakeupsDesc,
+		sRxBytesDesc, sTxBytesDesc, sRxMsgsDesc, sTxMsgsDesc}
 	dropsByReason = []struct {
 		reason string
 		get    func(*bypass.Stats) uint64
@@ -108,11 +137,28 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	names := slices.Clone(c.names)
 	srcs := make([]Source, len(names))
+	streams := make([]StreamSource, len(names))
 	for i, n := range names {
-		srcs[i] = c.srcs[n]
+		srcs[i], streams[i] = c.srcs[n], c.streams[n]
 	}
 	c.mu.Unlock()
+	for i, st := range streams {
+		if st == nil {
+			continue
+		}
+		s := st.Stats()
+		lv := []string{names[i], st.Info().Backend}
+		for _, m := range []struct {
+			d *prometheus.Desc
+			v uint64
+		}{{sRxBytesDesc, s.RxBytes}, {sTxBytesDesc, s.TxBytes}, {sRxMsgsDesc, s.RxMessages}, {sTxMsgsDesc, s.TxMessages}} {
+			ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.v), lv...)
+		}
+	}
 	for i, src := range srcs {
+		if src == nil {
+			continue
+		}
 		s := src.Stats()
 		lv := []string{names[i], src.Info().Backend}
 		counter := func(d *prometheus.Desc, v uint64, extra ...string) {

@@ -77,3 +77,29 @@ func TestCollectorOverARealConnection(t *testing.T) {
 		t.Fatalf("tx = %v, want 1", got)
 	}
 }
+
+type fakeStream struct{ s bypass.StreamStats }
+
+func (f *fakeStream) Stats() bypass.StreamStats { return f.s }
+func (f *fakeStream) Info() bypass.Info         { return bypass.Info{Backend: "kernel"} }
+
+// TestCollectorStreams: a stream's byte and message counters come out
+// under its name; removing it removes them.
+func TestCollectorStreams(t *testing.T) {
+	c := metrics.NewCollector()
+	c.AddStream("orders", &fakeStream{bypass.StreamStats{RxBytes: 10, TxBytes: 20, RxMessages: 1, TxMessages: 2}})
+	want := `
+# HELP lowlat_stream_tx_bytes_total Streams: bytes handed to the socket.
+# TYPE lowlat_stream_tx_bytes_total counter
+lowlat_stream_tx_bytes_total{backend="kernel",conn="orders"} 20
+`
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "lowlat_stream_tx_bytes_total"); err != nil {
+		t.Fatal(err)
+	}
+	c.Remove("orders")
+	if n := testutil.CollectAndCount(c); n != 0 {
+		t.Fatalf("%d metrics after Remove", n)
+	}
+}
