@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -47,6 +48,7 @@ type netPacketConn struct {
 	wdl    atomic.Int64 // write deadline, UnixNano; 0: none
 	closed atomic.Bool
 	w      wakeup
+	rmu    sync.Mutex // reads: net.PacketConn allows several at once; msg and the wait are one reader's
 	msg    [1]Message
 }
 
@@ -64,11 +66,11 @@ func (p *netPacketSyscallConn) SyscallConn() (syscall.RawConn, error) { return p
 // carries MSG_TRUNC when the datagram was cut. Message.Dst and Stamp,
 // through ReadBatch, are lowlat's own way to the same information.
 func (p *netPacketSyscallConn) ReadMsgUDP(b, _ []byte) (n, oobn, flags int, addr *net.UDPAddr, err error) {
-	n, from, err := p.read(b)
+	n, from, trunc, err := p.readTrunc(b)
 	if err != nil {
 		return 0, 0, 0, nil, err
 	}
-	if p.msg[0].Trunc {
+	if trunc {
 		flags = msgTrunc
 	}
 	return n, 0, flags, net.UDPAddrFromAddrPort(from), nil
@@ -96,6 +98,19 @@ func (p *netPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 }
 
 func (p *netPacketConn) read(b []byte) (int, netip.AddrPort, error) {
+	n, from, _, err := p.readTrunc(b)
+	return n, from, err
+}
+
+// readTrunc is read, also saying whether the datagram was cut.
+func (p *netPacketConn) readTrunc(b []byte) (int, netip.AddrPort, bool, error) {
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	n, from, err := p.readLocked(b)
+	return n, from, p.msg[0].Trunc, err
+}
+
+func (p *netPacketConn) readLocked(b []byte) (int, netip.AddrPort, error) {
 	p.msg[0].Buf = b
 	defer func() { p.msg[0].Buf = nil }()
 	for {

@@ -43,6 +43,12 @@ const (
 	coolAfter  = 1024
 )
 
+// maxSleep bounds one sleep of a blocking poller. Nothing signals a
+// closed descriptor (it leaves the epoll set without an event), nor a
+// datagram that a socket read outside the poller queued for a stack socket
+// the poller serves: the poller looks again at least this often.
+const maxSleep = 50 * time.Millisecond
+
 // PollMessage is one datagram a Poller received, with the connection it
 // came from. Buf is the caller's, as in Message.
 type PollMessage struct {
@@ -238,7 +244,7 @@ func (p *Poller) Poll(msgs []PollMessage, timeout time.Duration) (int, error) {
 			return n, err
 		}
 		if p.o.Wait == WaitBlock && p.noFD == 0 && p.ep.canSleep(len(p.conns)) {
-			left := time.Duration(-1)
+			left := maxSleep
 			if timeout > 0 {
 				if start.IsZero() {
 					start = time.Now()
@@ -246,6 +252,7 @@ func (p *Poller) Poll(msgs []PollMessage, timeout time.Duration) (int, error) {
 				if left = timeout - time.Since(start); left <= 0 {
 					return 0, ErrTimeout
 				}
+				left = min(left, maxSleep)
 			}
 			if err := p.ep.wait(left, p.mark); err != nil {
 				return 0, fmt.Errorf("poller: %w", err)

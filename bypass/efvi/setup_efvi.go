@@ -128,21 +128,24 @@ func open(ifc stack.Interface, o backend.Options) (_ *stack.Stack, err error) {
 	u.Add(d.freeMemreg)
 
 	// The receive VI: no TX ring. Some firmware refuses VIs without RX
-	// event merging; retry with it, as eflatency does.
+	// event merging; each allocation retries with it, as eflatency does.
 	// With receive stamps asked for, the VI stamps in hardware where the
 	// adapter can (EF_VI_RX_TIMESTAMPS); else the stack's clock reads do.
 	var rxFlags uint64
 	if o.Timestamps != backend.TimestampsOff {
 		rxFlags = viFlagRxTimestamps
 	}
-	rxq, err := allocVI(d, -1, 0, rxFlags, mem, bufSize, 0)
+	alloc := func(flags uint64) (*ciQueue, error) {
+		q, err := allocVI(d, -1, 0, flags, mem, bufSize, 0)
+		if errors.Is(err, unix.EPERM) {
+			q, err = allocVI(d, -1, 0, flags|viFlagEventMerge, mem, bufSize, 0)
+		}
+		return q, err
+	}
+	rxq, err := alloc(rxFlags)
 	if err != nil && rxFlags != 0 {
 		notes = append(notes, fmt.Sprintf("hardware receive stamps refused (%v): stamped in user space", err))
-		rxFlags = 0
-		rxq, err = allocVI(d, -1, 0, 0, mem, bufSize, 0)
-	}
-	if errors.Is(err, unix.EPERM) {
-		rxq, err = allocVI(d, -1, 0, rxFlags|viFlagEventMerge, mem, bufSize, 0)
+		rxq, err = alloc(0)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ef_vi_alloc_from_pd (receive) on %s: %w", ifc.Name, err)

@@ -91,6 +91,7 @@ func (st *Stack) Listen(laddr netip.AddrPort, o backend.Options) (_ *Socket, err
 		return nil, backend.Unsupported("%s: a user-space stack's ports are its own: address reuse (ReuseAddr) is for kernel sockets", st.name)
 	}
 	s := &Socket{st: st, spin: o.Wait != backend.WaitBlock, stamps: o.Timestamps != backend.TimestampsOff, txStamps: o.TxTimestamps}
+	s.w.efd = -1
 	u := &s.undo
 	u.Add(st.Release)
 	defer u.RunIfFailed(&err)
@@ -151,36 +152,40 @@ func (st *Stack) Listen(laddr netip.AddrPort, o backend.Options) (_ *Socket, err
 	return s, nil
 }
 
-// addFlow steers dst to s: in the device first, then in the socket table.
+// addFlow steers dst to s: it claims the key in the socket table first,
+// so that two sockets racing for one key cannot both steer it, then steers
+// it in the device, and gives the claim back if that fails.
 func (st *Stack) addFlow(s *Socket, dst netip.AddrPort) error {
 	k := keyOf(dst)
 	st.rxMu.Lock()
-	taken := st.socks[k] != nil
-	st.rxMu.Unlock()
-	if taken {
+	if st.socks[k] != nil {
+		st.rxMu.Unlock()
 		return fmt.Errorf("steer %v: %w (another socket on this stack has it)", dst, syscall.EADDRINUSE)
 	}
+	st.socks[k] = s
+	st.rxMu.Unlock()
 	if st.steer != nil {
 		if err := st.steer.AddFlow(dst); err != nil {
+			st.rxMu.Lock()
+			delete(st.socks, k)
+			st.rxMu.Unlock()
 			return fmt.Errorf("steer %v: %w", dst, err)
 		}
 	}
-	st.rxMu.Lock()
-	st.socks[k] = s
-	st.rxMu.Unlock()
 	return nil
 }
 
-// removeFlow undoes addFlow: the device stops steering dst to the stack at
-// once, so the kernel gets that traffic back.
+// removeFlow undoes addFlow, when s owns dst: the device stops steering
+// dst to the stack at once, so the kernel gets that traffic back.
 func (st *Stack) removeFlow(s *Socket, dst netip.AddrPort) error {
 	k := keyOf(dst)
 	st.rxMu.Lock()
-	if st.socks[k] == s {
+	owned := st.socks[k] == s
+	if owned {
 		delete(st.socks, k)
 	}
 	st.rxMu.Unlock()
-	if st.steer != nil {
+	if owned && st.steer != nil {
 		if err := st.steer.RemoveFlow(dst); err != nil {
 			return fmt.Errorf("unsteer %v: %w", dst, err)
 		}
@@ -278,6 +283,9 @@ func (st *Stack) enqueue(owner, caller *Socket, stamp int64, nic bool) {
 func (st *Stack) Pump() int {
 	st.rxMu.Lock()
 	defer st.rxMu.Unlock()
+	if st.rxClosed {
+		return 0 // the last socket closed: a poller still holding the stack finds their ErrClosed
+	}
 	n := st.d.Poll(st.frames)
 	batch := st.stamp(n)
 	for i := range n {

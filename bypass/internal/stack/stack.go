@@ -79,6 +79,7 @@ type Stack struct {
 	drops  [frame.Length + 1]atomic.Uint64
 
 	stampers atomic.Int32 // sockets that asked for receive stamps
+	rxClosed bool         // the driver is closed; under rxMu and txMu
 
 	// Transmit side, under txMu.
 	txMu   sync.Mutex
@@ -231,6 +232,14 @@ func (st *Stack) Release() error {
 	if st.reg != nil {
 		delete(st.reg.m, st.key)
 	}
+	// A poller may still hold the stack (until it removes the socket):
+	// mark it closed under both locks, so that no Pump or Stats reaches
+	// the driver once it is gone.
+	st.rxMu.Lock()
+	st.txMu.Lock()
+	st.rxClosed = true
+	st.txMu.Unlock()
+	st.rxMu.Unlock()
 	return errors.Join(st.d.Close(), st.undo.Run())
 }
 
@@ -277,7 +286,11 @@ func (st *Stack) addStats(s *backend.Stats) {
 // the driver's counters. Sockets' Stats include them too.
 func (st *Stack) Stats() backend.Stats {
 	var s backend.Stats
-	st.addStats(&s)
+	st.rxMu.Lock()
+	defer st.rxMu.Unlock()
+	if !st.rxClosed {
+		st.addStats(&s)
+	}
 	return s
 }
 

@@ -674,3 +674,25 @@ func TestNICStamps(t *testing.T) {
 		t.Fatalf("queued datagram's stamp %+v, want the NIC's 111", st)
 	}
 }
+
+// TestFlowOwnership: a socket can neither take a flow another socket
+// steers nor, by removing it, give that flow back to the kernel.
+func TestFlowOwnership(t *testing.T) {
+	r := newRig(t)
+	a := r.listen(t, 5000, backend.Options{})
+	b := r.listen(t, 5001, backend.Options{})
+	r.st.Release()
+	dst := netip.AddrPortFrom(netip.MustParseAddr("239.2.2.2"), 5000)
+	if err := r.st.addFlow(a, dst); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.st.addFlow(b, dst); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("a second socket took a flow: %v", err)
+	}
+	if err := r.st.removeFlow(b, dst); err != nil || !r.d.Steered(dst) {
+		t.Fatalf("a socket that does not own a flow removed it (%v, steered %v)", err, r.d.Steered(dst))
+	}
+	if err := r.st.removeFlow(a, dst); err != nil || r.d.Steered(dst) {
+		t.Fatalf("the owner could not remove its flow (%v, steered %v)", err, r.d.Steered(dst))
+	}
+}

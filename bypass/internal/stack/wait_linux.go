@@ -16,7 +16,7 @@ import (
 // descriptors and an eventfd of its own, which Close and other sockets'
 // polls (when they queue a datagram for it) signal.
 type waiter struct {
-	efd      int // -1 when the socket spins
+	efd      int // -1 when the socket spins (set by Listen before anything reads it)
 	fds      []unix.PollFd
 	ts       unix.Timespec
 	sleeping atomic.Bool
@@ -46,7 +46,7 @@ func (w *waiter) notify() {
 
 // wake signals the eventfd (a no-op for a spinning socket).
 func (w *waiter) wake() {
-	if w.efd > 0 {
+	if w.efd >= 0 {
 		one := [8]byte{1}
 		unix.Write(w.efd, one[:])
 	}
@@ -77,7 +77,7 @@ func (w *waiter) wait(left time.Duration) (woke bool, err error) {
 }
 
 func (w *waiter) close() error {
-	if w.efd > 0 {
+	if w.efd >= 0 {
 		unix.Close(w.efd)
 		w.efd = -1
 	}
