@@ -223,6 +223,7 @@ func TestJitter(t *testing.T) {
 		{"jitter", "--duration", "-1s"},
 		{"jitter", "--threshold", "0s"},
 		{"jitter", "--cpus", "4096"},
+		{"jitter", "--hot", "--cpus", "0,1"},
 	} {
 		if r := runBinary(t, bad...); r.code != 2 {
 			t.Fatalf("%v: exit %d (%s), want 2", bad, r.code, r.stderr)

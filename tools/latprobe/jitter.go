@@ -59,6 +59,7 @@ func cmdJitter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	threshold := fs.Duration("threshold", time.Microsecond, "record gaps longer than this")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the table")
 	plotName := fs.String("plot", "", "draw each CPU's gap distribution to this .svg or .png file")
+	hot := fs.Bool("hot", false, "make the spinning thread hot (affinity.MakeHot): every other thread of the process kept off its CPU; one CPU only")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -85,6 +86,9 @@ func cmdJitter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 		}
 	}
+	if *hot && len(cpus) != 1 {
+		return usagef("--hot: one CPU only (the others are the housekeeping CPUs), not %d", len(cpus))
+	}
 	if *plotName != "" {
 		if err := checkPlotName(*plotName); err != nil {
 			return usagef("--plot %s: %v", cli.Quote(*plotName), err)
@@ -105,7 +109,7 @@ func cmdJitter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, h, err := spinOn(ctx, cpu, *duration, int64(*threshold))
+			r, h, err := spinOn(ctx, cpu, *duration, int64(*threshold), *hot)
 			if err != nil {
 				errMu.Lock()
 				spinErr = err
@@ -150,12 +154,20 @@ func cmdJitter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // spinOn pins a locked thread to cpu and reads the clock in a loop for d,
 // recording every gap between two reads longer than threshold.
-func spinOn(ctx context.Context, cpu int, d time.Duration, threshold int64) (jitterCPU, *hdrhistogram.Histogram, error) {
-	unlock, err := affinity.LockAndPin(cpu)
-	if err != nil {
-		return jitterCPU{}, nil, fmt.Errorf("pin a thread to cpu %d: %w", cpu, err)
+func spinOn(ctx context.Context, cpu int, d time.Duration, threshold int64, hot bool) (jitterCPU, *hdrhistogram.Histogram, error) {
+	if hot {
+		h, err := affinity.MakeHot(cpu, affinity.CPUSet{})
+		if err != nil {
+			return jitterCPU{}, nil, err
+		}
+		defer h.Release()
+	} else {
+		unlock, err := affinity.LockAndPin(cpu)
+		if err != nil {
+			return jitterCPU{}, nil, fmt.Errorf("pin a thread to cpu %d: %w", cpu, err)
+		}
+		defer unlock()
 	}
-	defer unlock()
 	vol0, invol0 := threadSwitches()
 	clk := latency.NewClock()
 	h := latency.NewHistogram()
