@@ -3,19 +3,23 @@
 # both ends pinned and spinning, for each backend in turn, interleaved over
 # several repeats, and prints one JSON line per run and a summary table.
 #
-#   scripts/veth-compare.sh [-r REPEATS] [-n COUNT] [-b "afxdp busypoll"] [-s SIZE] [-t]
+#   scripts/veth-compare.sh [-r REPEATS] [-n COUNT] [-b "afxdp busypoll"] [-s SIZE] [-t] [-R DURATION]
 #
 # -t passes --timestamps to both ends: each JSON line then carries the
 # round trip's stages (client_tx, network, server, client_rx).
+# -R DURATION runs a one-way flood instead (latprobe rate --mps max for
+# DURATION): each JSON line says what the server received, and the summary
+# is the median rate received per backend.
 #
 # Needs root. Everything it creates (two namespaces and the veth between
 # them, on 10.199.9.0/30, which exists only inside them) is deleted on exit.
 set -euo pipefail
-repeats=5 count=200000 backends="afxdp busypoll" size=64 xdpmode=${XDP_MODE:-auto} stamps=
-while getopts r:n:b:s:t opt; do
+repeats=5 count=200000 backends="afxdp busypoll" size=64 xdpmode=${XDP_MODE:-auto} stamps= flood=
+while getopts r:n:b:s:tR: opt; do
   case $opt in
     r) repeats=$OPTARG ;; n) count=$OPTARG ;; b) backends=$OPTARG ;; s) size=$OPTARG ;; t) stamps=--timestamps ;;
-    *) echo "usage: $0 [-r REPEATS] [-n COUNT] [-b BACKENDS] [-s SIZE] [-t]" >&2; exit 2 ;;
+    R) flood=$OPTARG ;;
+    *) echo "usage: $0 [-r REPEATS] [-n COUNT] [-b BACKENDS] [-s SIZE] [-t] [-R DURATION]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "veth-compare: needs root (network namespaces, XDP)" >&2; exit 2; }
@@ -52,10 +56,24 @@ for r in $(seq 1 "$repeats"); do
       --cpu "$scpu" --wait spin $stamps >"$work/server.log" 2>&1 &
     spid=$!
     sleep 0.5
-    ip netns exec "$nsa" "$work/latprobe" client --backend "$b" $(xdpflag "$b") --iface vcmpa --addr "10.199.9.1:$((port + 1000))" \
-      --peer "10.199.9.2:$port" --cpu 0 --wait spin --count "$count" --warmup 10000 --size "$size" --json $stamps \
-      >"$work/client.json" 2>"$work/client.err" || { cat "$work/client.err" "$work/server.log" >&2; exit 1; }
+    if [ -n "$flood" ]; then
+      ip netns exec "$nsa" "$work/latprobe" rate --backend "$b" --iface vcmpa --addr "10.199.9.1:$((port + 1000))" \
+        --peer "10.199.9.2:$port" --cpu 0 --wait spin --mps max --duration "$flood" --size "$size" --json \
+        >"$work/client.json" 2>"$work/client.err" || { cat "$work/client.err" "$work/server.log" >&2; exit 1; }
+      echo "$b $(sed -n 's/.*"mps_received":\([0-9.]*\).*/\1/p' "$work/client.json")" >>"$work/mps"
+    else
+      ip netns exec "$nsa" "$work/latprobe" client --backend "$b" $(xdpflag "$b") --iface vcmpa --addr "10.199.9.1:$((port + 1000))" \
+        --peer "10.199.9.2:$port" --cpu 0 --wait spin --count "$count" --warmup 10000 --size "$size" --json $stamps \
+        >"$work/client.json" 2>"$work/client.err" || { cat "$work/client.err" "$work/server.log" >&2; exit 1; }
+    fi
     kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null || true
     echo "repeat=$r $(cat "$work/client.json")"
   done
 done
+if [ -n "$flood" ]; then
+  median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+  echo "median messages per second received over $repeats repeats:"
+  for b in $backends; do
+    echo "$b $(grep "^$b " "$work/mps" | cut -d' ' -f2 | median)"
+  done
+fi
