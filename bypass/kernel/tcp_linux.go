@@ -5,7 +5,6 @@ package kernel
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -18,29 +17,27 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/internal/msgbuf"
 	"github.com/lowlat/lowlat/bypass/internal/sockaddr"
 )
 
 // MaxStreamMessage is the largest message ReadMsg and WriteMsg carry.
-const MaxStreamMessage = 1 << 20
+const MaxStreamMessage = msgbuf.MaxMessage
 
 // streamHeader is the length prefix WriteMsg puts before each message.
-const streamHeader = 4
+const streamHeader = msgbuf.Header
 
 // Stream buffers. A stream holds no buffer until it first reads or writes
-// a framed message, and then a small one. The read buffer grows, doubling,
-// only when it is full of bytes that have arrived and the message needs
-// more, up to one whole MaxStreamMessage: a length prefix alone allocates
-// nothing, so a peer must send the bytes it makes a stream hold. A grown
-// read buffer is let go once it sits empty after shrinkAfter messages in a
-// row that fit the small size, or after a read timeout with nothing
-// buffered (an idle stream). The write buffer grows the same way, to the
-// largest message written, up to streamWriteMax; a longer message is sent
-// in two send(2) calls, the prefix with MSG_MORE, rather than copied.
+// a framed message, and then a small one. The read buffer is a
+// msgbuf.Reader: it grows only for bytes that have arrived, and lets a
+// grown buffer go when the stream idles or its messages are small again.
+// The write buffer grows to the largest message written, up to
+// streamWriteMax; a longer message is sent in two send(2) calls, the prefix
+// with MSG_MORE, rather than copied.
 const (
-	streamBufSmall = 4 << 10
+	streamBufSmall = msgbuf.Small
 	streamWriteMax = 64 << 10
-	shrinkAfter    = 64
+	shrinkAfter    = msgbuf.ShrinkAfter
 )
 
 // DialTCP connects to raddr; wait mode defaults to block.
@@ -85,10 +82,8 @@ type TCPStream struct {
 	laddr, raddr netip.AddrPort
 	info         backend.Info
 
-	rbuf        []byte // reader-owned: bytes received but not yet returned
-	rhead, rend int
-	rsmall      int    // messages in a row that fit streamBufSmall, while rbuf is larger
-	wbuf        []byte // writer-owned: header and payload of one message up to streamWriteMax
+	rbuf msgbuf.Reader // reader-owned: bytes received but not yet returned
+	wbuf []byte        // writer-owned: header and payload of one message up to streamWriteMax
 
 	rxBytes, txBytes atomic.Uint64
 	rxMsgs, txMsgs   atomic.Uint64
@@ -269,13 +264,16 @@ func (s *TCPStream) setTimeouts(o backend.Options) error {
 // Read returns buffered bytes first, then reads the socket with recvfrom(2).
 // It returns io.EOF when the peer has closed the stream.
 func (s *TCPStream) Read(b []byte) (int, error) {
-	if s.rhead < s.rend {
-		n := copy(b, s.rbuf[s.rhead:s.rend])
-		s.rhead += n
+	if n := s.rbuf.Buffered(b); n > 0 {
 		return n, nil
 	}
 	return s.recv(b)
 }
+
+// tcpSource is the stream as its read buffer's msgbuf.Source.
+type tcpSource TCPStream
+
+func (t *tcpSource) Recv(b []byte) (int, error) { return (*TCPStream)(t).recv(b) }
 
 func (s *TCPStream) recv(b []byte) (int, error) {
 	if len(b) == 0 {
@@ -295,90 +293,16 @@ func (s *TCPStream) recv(b []byte) (int, error) {
 	return int(r), nil
 }
 
-// fill reads until at least need bytes are buffered (need is at most
-// streamHeader+MaxStreamMessage).
-func (s *TCPStream) fill(need int) error {
-	if s.rend-s.rhead >= need {
-		return nil
-	}
-	if s.rhead > 0 {
-		s.rend = copy(s.rbuf, s.rbuf[s.rhead:s.rend])
-		s.rhead = 0
-	}
-	for s.rend < need {
-		if s.rend == len(s.rbuf) {
-			s.growRead()
-		}
-		n, err := s.recv(s.rbuf[s.rend:])
-		if err != nil {
-			if err == io.EOF && s.rend > 0 {
-				return io.ErrUnexpectedEOF
-			}
-			if err == backend.ErrTimeout && s.rend == 0 && len(s.rbuf) > streamBufSmall {
-				s.rbuf, s.rsmall = nil, 0 // idle: let the grown buffer go
-			}
-			return err
-		}
-		s.rend += n
-	}
-	return nil
-}
-
-// growRead doubles the read buffer, which is full (from nothing to
-// streamBufSmall), up to one whole message with its prefix.
-func (s *TCPStream) growRead() {
-	nb := make([]byte, min(max(2*len(s.rbuf), streamBufSmall), streamHeader+MaxStreamMessage))
-	copy(nb, s.rbuf[:s.rend])
-	s.rbuf = nb
-}
-
-// consumed notes that a message of l bytes was taken from the read buffer,
-// and lets a grown buffer go once it is empty and has not been needed for
-// shrinkAfter messages in a row.
-func (s *TCPStream) consumed(l int) {
-	if s.rhead == s.rend {
-		s.rhead, s.rend = 0, 0
-	}
-	if len(s.rbuf) <= streamBufSmall {
-		return
-	}
-	if streamHeader+l > streamBufSmall {
-		s.rsmall = 0
-		return
-	}
-	if s.rsmall++; s.rsmall >= shrinkAfter && s.rend == 0 {
-		s.rbuf, s.rsmall = nil, 0
-	}
-}
-
 // bufferSizes reports the read and write buffers' sizes, for tests.
-func (s *TCPStream) bufferSizes() (read, write int) { return len(s.rbuf), len(s.wbuf) }
-
-// errFrame reports a length prefix larger than MaxStreamMessage: the stream
-// is not speaking lowlat's framing and cannot be resynchronised.
-var errFrame = errors.New("framed message longer than MaxStreamMessage")
+func (s *TCPStream) bufferSizes() (read, write int) { return s.rbuf.Size(), len(s.wbuf) }
 
 // ReadMsg returns the next message written by WriteMsg. A message longer
 // than b is consumed and reported as ErrMessageTooLong.
 func (s *TCPStream) ReadMsg(b []byte) (int, error) {
-	if err := s.fill(streamHeader); err != nil {
+	n, err := s.rbuf.ReadMsg(b, (*tcpSource)(s))
+	if err != nil {
 		return 0, err
 	}
-	l := int(binary.BigEndian.Uint32(s.rbuf[s.rhead:]))
-	if l > MaxStreamMessage {
-		return 0, errFrame
-	}
-	if err := s.fill(streamHeader + l); err != nil {
-		return 0, err
-	}
-	start := s.rhead + streamHeader
-	s.rhead = start + l
-	if l > len(b) {
-		s.consumed(l)
-		return 0, backend.ErrMessageTooLong
-	}
-	n := copy(b, s.rbuf[start:start+l])
-	s.consumed(l)
 	s.rxMsgs.Add(1)
 	return n, nil
 }
@@ -440,9 +364,7 @@ func (s *TCPStream) WriteMsg(b []byte) error {
 // MSG_DONTWAIT finds: 0, nil when nothing has arrived. It never waits,
 // whatever the wait mode and timeout.
 func (s *TCPStream) TryRead(b []byte) (int, error) {
-	if s.rhead < s.rend {
-		n := copy(b, s.rbuf[s.rhead:s.rend])
-		s.rhead += n
+	if n := s.rbuf.Buffered(b); n > 0 {
 		return n, nil
 	}
 	if len(b) == 0 {

@@ -20,15 +20,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/internal/msgbuf"
 	"github.com/lowlat/lowlat/bypass/internal/sockaddr"
 )
 
 // MaxStreamMessage is the largest message ReadMsg and WriteMsg carry, as
 // on the kernel backends.
-const MaxStreamMessage = 1 << 20
+const MaxStreamMessage = msgbuf.MaxMessage
 
 // streamHeader is the length prefix WriteMsg puts before each message.
-const streamHeader = 4
+const streamHeader = msgbuf.Header
 
 // Stream is a connected TCP socket whose every operation is a C library
 // call, with TCP_NODELAY set, and TCP_QUICKACK once at setup.
@@ -38,10 +39,9 @@ type Stream struct {
 	info         backend.Info
 	stat         Stat
 
-	rbuf        []byte // reader-owned: bytes received but not yet returned
-	rhead, rend int
-	wbuf        []byte // writer-owned: header and payload of one message
-	wsent       C.size_t
+	rbuf  msgbuf.Reader // reader-owned: bytes received but not yet returned
+	wbuf  []byte        // writer-owned: header and payload of one message
+	wsent C.size_t
 }
 
 var (
@@ -63,7 +63,6 @@ func newStream(s *C.struct_ll_sock, spin bool, o backend.Options) (*Stream, erro
 	st := &Stream{
 		sock: sock{s: s, fd: s.fd, spin: spin},
 		info: backend.Info{Backend: "onload", Wait: waitOf(spin), Queue: -1, Skipped: o.Skipped},
-		rbuf: make([]byte, streamHeader+MaxStreamMessage),
 		wbuf: make([]byte, streamHeader+MaxStreamMessage),
 	}
 	st.timeout.Store(int64(o.ReadTimeout))
@@ -128,13 +127,16 @@ func dialTCP(raddr netip.AddrPort, o backend.Options) (_ *Stream, err error) {
 // Read returns buffered bytes first, then reads the socket: one recv(3)
 // call per attempt. It returns io.EOF when the peer has closed the stream.
 func (s *Stream) Read(b []byte) (int, error) {
-	if s.rhead < s.rend {
-		n := copy(b, s.rbuf[s.rhead:s.rend])
-		s.rhead += n
+	if n := s.rbuf.Buffered(b); n > 0 {
 		return n, nil
 	}
 	return s.recv(b)
 }
+
+// source is the stream as its read buffer's msgbuf.Source.
+type source Stream
+
+func (t *source) Recv(b []byte) (int, error) { return (*Stream)(t).recv(b) }
 
 func (s *Stream) recv(b []byte) (int, error) {
 	if len(b) == 0 {
@@ -154,51 +156,11 @@ func (s *Stream) recv(b []byte) (int, error) {
 	return int(r), nil
 }
 
-// fill reads until at least need bytes are buffered.
-func (s *Stream) fill(need int) error {
-	if s.rend-s.rhead >= need {
-		return nil
-	}
-	if s.rhead > 0 {
-		s.rend = copy(s.rbuf, s.rbuf[s.rhead:s.rend])
-		s.rhead = 0
-	}
-	for s.rend < need {
-		n, err := s.recv(s.rbuf[s.rend:])
-		if err != nil {
-			if err == io.EOF && s.rend > 0 {
-				return io.ErrUnexpectedEOF
-			}
-			return err
-		}
-		s.rend += n
-	}
-	return nil
-}
-
-// errFrame reports a length prefix larger than MaxStreamMessage: the
-// stream is not speaking lowlat's framing.
-var errFrame = errors.New("framed message longer than MaxStreamMessage")
-
 // ReadMsg returns the next message written by WriteMsg. A message longer
-// than b is consumed and reported as ErrMessageTooLong.
+// than b is consumed and reported as ErrMessageTooLong. The read buffer
+// starts small and grows only for bytes that have arrived (msgbuf).
 func (s *Stream) ReadMsg(b []byte) (int, error) {
-	if err := s.fill(streamHeader); err != nil {
-		return 0, err
-	}
-	l := int(binary.BigEndian.Uint32(s.rbuf[s.rhead:]))
-	if l > MaxStreamMessage {
-		return 0, errFrame
-	}
-	if err := s.fill(streamHeader + l); err != nil {
-		return 0, err
-	}
-	start := s.rhead + streamHeader
-	s.rhead = start + l
-	if l > len(b) {
-		return 0, backend.ErrMessageTooLong
-	}
-	return copy(b, s.rbuf[start:start+l]), nil
+	return s.rbuf.ReadMsg(b, (*source)(s))
 }
 
 // Write sends all of b: one send(3) call, more when the stack takes part.
