@@ -4,7 +4,6 @@ package kernel
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net/netip"
@@ -83,7 +82,7 @@ type TCPStream struct {
 	info         backend.Info
 
 	rbuf msgbuf.Reader // reader-owned: bytes received but not yet returned
-	wbuf []byte        // writer-owned: header and payload of one message up to streamWriteMax
+	wbuf msgbuf.Writer // writer-owned: header and payload of one message up to streamWriteMax
 
 	rxBytes, txBytes atomic.Uint64
 	rxMsgs, txMsgs   atomic.Uint64
@@ -294,7 +293,7 @@ func (s *TCPStream) recv(b []byte) (int, error) {
 }
 
 // bufferSizes reports the read and write buffers' sizes, for tests.
-func (s *TCPStream) bufferSizes() (read, write int) { return s.rbuf.Size(), len(s.wbuf) }
+func (s *TCPStream) bufferSizes() (read, write int) { return s.rbuf.Size(), s.wbuf.Size() }
 
 // ReadMsg returns the next message written by WriteMsg. A message longer
 // than b is consumed and reported as ErrMessageTooLong.
@@ -333,24 +332,15 @@ func (s *TCPStream) WriteMsg(b []byte) error {
 	if len(b) > MaxStreamMessage {
 		return backend.ErrMessageTooLong
 	}
-	need := streamHeader + len(b)
-	if len(s.wbuf) < min(need, streamWriteMax) {
-		size := max(len(s.wbuf), streamBufSmall)
-		for size < need && size < streamWriteMax {
-			size *= 2
-		}
-		s.wbuf = make([]byte, min(size, streamWriteMax))
-	}
-	binary.BigEndian.PutUint32(s.wbuf, uint32(len(b)))
-	if need <= len(s.wbuf) {
-		n := copy(s.wbuf[streamHeader:], b)
-		if _, err := s.Write(s.wbuf[:streamHeader+n]); err != nil {
+	frame, whole := s.wbuf.Frame(b, streamWriteMax)
+	if whole {
+		if _, err := s.Write(frame); err != nil {
 			return err
 		}
 		s.txMsgs.Add(1)
 		return nil
 	}
-	if _, err := s.send(s.wbuf[:streamHeader], unix.MSG_MORE); err != nil {
+	if _, err := s.send(frame, unix.MSG_MORE); err != nil {
 		return err
 	}
 	if _, err := s.Write(b); err != nil {

@@ -8,7 +8,6 @@ package onload
 import "C"
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -40,7 +39,7 @@ type Stream struct {
 	stat         Stat
 
 	rbuf  msgbuf.Reader // reader-owned: bytes received but not yet returned
-	wbuf  []byte        // writer-owned: header and payload of one message
+	wbuf  msgbuf.Writer // writer-owned: header and payload of one message
 	wsent C.size_t
 }
 
@@ -63,7 +62,6 @@ func newStream(s *C.struct_ll_sock, spin bool, o backend.Options) (*Stream, erro
 	st := &Stream{
 		sock: sock{s: s, fd: s.fd, spin: spin},
 		info: backend.Info{Backend: "onload", Wait: waitOf(spin), Queue: -1, Skipped: o.Skipped},
-		wbuf: make([]byte, streamHeader+MaxStreamMessage),
 	}
 	st.timeout.Store(int64(o.ReadTimeout))
 	st.laddr, _ = sockName(s.fd, false)
@@ -185,9 +183,8 @@ func (s *Stream) WriteMsg(b []byte) error {
 	if len(b) > MaxStreamMessage {
 		return backend.ErrMessageTooLong
 	}
-	binary.BigEndian.PutUint32(s.wbuf, uint32(len(b)))
-	n := copy(s.wbuf[streamHeader:], b)
-	_, err := s.Write(s.wbuf[:streamHeader+n])
+	frame, _ := s.wbuf.Frame(b, streamHeader+MaxStreamMessage) // always whole
+	_, err := s.Write(frame)
 	return err
 }
 

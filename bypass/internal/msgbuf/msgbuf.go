@@ -137,3 +137,35 @@ func (r *Reader) consumed(l int) {
 		r.buf, r.small = nil, 0
 	}
 }
+
+// Writer frames one stream's outgoing messages. It belongs to the stream's
+// writer. The zero value is ready to use and holds nothing until the first
+// message.
+type Writer struct {
+	buf []byte
+}
+
+// Frame returns b with its length prefix in one buffer, ready for one send,
+// growing the buffer (doubling from Small) to hold both, up to limit bytes.
+// When both do not fit limit it returns the prefix alone and false: the
+// caller sends it and then b itself, rather than copy a long message. b must
+// be at most MaxMessage long. The frame is valid until the next call.
+func (w *Writer) Frame(b []byte, limit int) ([]byte, bool) {
+	need := Header + len(b)
+	if len(w.buf) < min(need, limit) {
+		size := max(len(w.buf), Small)
+		for size < need && size < limit {
+			size *= 2
+		}
+		w.buf = make([]byte, min(size, limit))
+	}
+	binary.BigEndian.PutUint32(w.buf, uint32(len(b)))
+	if need > len(w.buf) {
+		return w.buf[:Header], false
+	}
+	n := copy(w.buf[Header:], b)
+	return w.buf[:Header+n], true
+}
+
+// Size is the buffer's current size, for tests.
+func (w *Writer) Size() int { return len(w.buf) }

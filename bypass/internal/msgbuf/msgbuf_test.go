@@ -142,3 +142,42 @@ func BenchmarkReadMsg(b *testing.B) {
 		}
 	}
 }
+
+func TestWriterFrames(t *testing.T) {
+	var w Writer
+	if w.Size() != 0 {
+		t.Fatalf("a new writer holds %d bytes", w.Size())
+	}
+	f, whole := w.Frame([]byte("hi"), 64<<10)
+	if !whole || !bytes.Equal(f, frame([]byte("hi"))) || w.Size() != Small {
+		t.Fatalf("small message: %x whole=%v size %d", f, whole, w.Size())
+	}
+	msg := bytes.Repeat([]byte{3}, 10<<10)
+	f, whole = w.Frame(msg, 64<<10)
+	if !whole || !bytes.Equal(f, frame(msg)) || w.Size() != 16<<10 {
+		t.Fatalf("10 KiB message: whole=%v size %d, want one frame in 16 KiB", whole, w.Size())
+	}
+	long := make([]byte, 100<<10)
+	f, whole = w.Frame(long, 64<<10)
+	if whole || !bytes.Equal(f, binary.BigEndian.AppendUint32(nil, uint32(len(long)))) || w.Size() != 64<<10 {
+		t.Fatalf("a message over the limit: %d bytes whole=%v size %d, want the prefix alone and a 64 KiB buffer", len(f), whole, w.Size())
+	}
+	// What a Writer frames, a Reader reads back.
+	var r Reader
+	out := make([]byte, len(msg))
+	f, _ = w.Frame(msg, Header+MaxMessage)
+	if n, err := r.ReadMsg(out, &chunks{data: append([]byte(nil), f...), step: 1000, end: io.EOF}); err != nil || !bytes.Equal(out[:n], msg) {
+		t.Fatalf("round trip: %d bytes, %v", n, err)
+	}
+}
+
+func BenchmarkFrame(b *testing.B) {
+	var w Writer
+	msg := make([]byte, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := w.Frame(msg, 64<<10); !ok {
+			b.Fatal("a 64-byte message did not fit")
+		}
+	}
+}
