@@ -12,9 +12,13 @@
 // endpoint, and otherwise returns a Reason that Counters tallies into the
 // Drop fields of backend.Stats. The checksum helpers implement RFC 1071 with
 // eight bytes per 64-bit add-with-carry, and RFC 1624 incremental updates.
+// ParseTCP and AppendTCP are the TCP segment codec the user-space TCP
+// builds on: the header, the options it negotiates (MSS, window scale,
+// SACK-permitted, SACK blocks, timestamps; unknown ones skipped by length,
+// malformed ones an error) and the checksum over the IPv4 pseudo-header.
 //
 // Nothing here makes a system call, allocates or formats on the per-packet
 // path; errors are package-level values. Slices passed in are read or
-// written only during the call, except Packet.Payload, which aliases the
-// parsed frame.
+// written only during the call, except Packet.Payload and TCPSegment.Payload,
+// which alias the parsed frame or segment.
 package frame
