@@ -73,3 +73,12 @@ type Steering interface {
 	AddFlow(dst netip.AddrPort) error
 	RemoveFlow(dst netip.AddrPort) error
 }
+
+// TCPSteering is implemented by drivers that steer TCP flows as well: a
+// TCP listener or connection adds its local address and port for protocol
+// TCP, apart from any UDP socket on the same port. A stack whose driver
+// does not implement it carries UDP only.
+type TCPSteering interface {
+	AddTCPFlow(local netip.AddrPort) error
+	RemoveTCPFlow(local netip.AddrPort) error
+}
