@@ -19,6 +19,7 @@ import (
 
 	"github.com/lowlat/lowlat/bypass/afxdp"
 	"github.com/lowlat/lowlat/bypass/backend"
+	"github.com/lowlat/lowlat/bypass/internal/stack"
 	"github.com/lowlat/lowlat/internal/testnet"
 )
 
@@ -254,6 +255,68 @@ func TestHostTrafficStillFlows(t *testing.T) {
 	}
 	// And the UDP service still answers.
 	pingPong(t, kernelUDP(t, p.A), netip.AddrPortFrom(p.B.Addr, port), 10)
+}
+
+// TestSteerTCPFlowEndToEnd: a TCP flow added through the driver's
+// TCPSteering takes the port's TCP segments from the kernel (a kernel
+// listener there no longer completes a handshake) and leaves UDP to that
+// port alone; removed, it gives them back.
+func TestSteerTCPFlowEndToEnd(t *testing.T) {
+	p := newPair(t)
+	srv := listen(t, p.B, backend.Options{})
+	done := echo(srv)
+	defer func() { srv.Close(); <-done }()
+	steer, ok := srv.Stack().Driver().(stack.TCPSteering)
+	if !ok {
+		t.Fatalf("the afxdp driver %T does not steer TCP", srv.Stack().Driver())
+	}
+	dst := netip.AddrPortFrom(p.B.Addr, port)
+
+	var ln net.Listener
+	if err := p.B.Do(func() (err error) {
+		ln, err = net.Listen("tcp4", dst.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	dial := func(timeout time.Duration) error {
+		return p.A.Do(func() error {
+			c, err := net.DialTimeout("tcp4", dst.String(), timeout)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+	}
+	udp := kernelUDP(t, p.A)
+
+	if err := dial(3 * time.Second); err != nil {
+		t.Fatalf("TCP to the kernel before AddTCPFlow: %v", err)
+	}
+	if err := steer.AddTCPFlow(netip.AddrPortFrom(netip.IPv4Unspecified(), port)); err != nil {
+		t.Fatal(err)
+	}
+	if err := dial(500 * time.Millisecond); err == nil {
+		t.Fatal("the kernel listener completed a handshake on a port steered for TCP")
+	}
+	pingPong(t, udp, dst, 5)
+	if err := steer.RemoveTCPFlow(netip.AddrPortFrom(netip.IPv4Unspecified(), port)); err != nil {
+		t.Fatal(err)
+	}
+	if err := dial(3 * time.Second); err != nil {
+		t.Fatalf("TCP to the kernel after RemoveTCPFlow: %v", err)
+	}
+	pingPong(t, udp, dst, 5)
 }
 
 func TestMulticastReceive(t *testing.T) {

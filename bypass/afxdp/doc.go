@@ -14,10 +14,11 @@
 //
 // A small XDP program, assembled at run time with cilium/ebpf's asm package,
 // runs on every frame the interface receives. It looks up the frame's IPv4
-// destination address and UDP port in a hash map holding only the flows
-// this process opened (its bound port, and multicast groups it joined) and
-// redirects those to the socket of the receiving queue through an XSKMAP;
-// every other frame (ARP, ICMP, TCP, other ports) goes on to the kernel's
+// destination address, UDP or TCP destination port and protocol in a hash
+// map holding only the flows this process opened (its bound port, multicast
+// groups it joined, and the TCP ports its stack steers) and redirects those
+// to the socket of the receiving queue through an XSKMAP; every other frame
+// (ARP, ICMP, TCP or UDP to other ports) goes on to the kernel's
 // stack, so the host keeps working on the same interface. The program is
 // attached through a bpf_link, which the kernel detaches when the last file
 // descriptor closes, including when the process is killed.

@@ -37,9 +37,10 @@ type driver struct {
 }
 
 var (
-	_ stack.Driver   = (*driver)(nil)
-	_ stack.Steering = (*driver)(nil)
-	_ stack.WaitFDs  = (*driver)(nil)
+	_ stack.Driver      = (*driver)(nil)
+	_ stack.Steering    = (*driver)(nil)
+	_ stack.TCPSteering = (*driver)(nil)
+	_ stack.WaitFDs     = (*driver)(nil)
 )
 
 // idShift puts a frame's socket index above its UMEM address in Frame.ID.
@@ -189,10 +190,23 @@ func (d *driver) WaitFDs() []int {
 }
 
 // AddFlow steers dst's datagrams to the stack's sockets.
-func (d *driver) AddFlow(dst netip.AddrPort) error { return d.steer.addFlow(keyFor(dst)) }
+func (d *driver) AddFlow(dst netip.AddrPort) error { return d.steer.addFlow(dst, unix.IPPROTO_UDP) }
 
 // RemoveFlow gives dst's datagrams back to the kernel.
-func (d *driver) RemoveFlow(dst netip.AddrPort) error { return d.steer.removeFlow(keyFor(dst)) }
+func (d *driver) RemoveFlow(dst netip.AddrPort) error {
+	return d.steer.removeFlow(dst, unix.IPPROTO_UDP)
+}
+
+// AddTCPFlow steers TCP segments to local to the stack, apart from any UDP
+// flow on the same port.
+func (d *driver) AddTCPFlow(local netip.AddrPort) error {
+	return d.steer.addFlow(local, unix.IPPROTO_TCP)
+}
+
+// RemoveTCPFlow gives local's TCP segments back to the kernel.
+func (d *driver) RemoveTCPFlow(local netip.AddrPort) error {
+	return d.steer.removeFlow(local, unix.IPPROTO_TCP)
+}
 
 // Close detaches the program first, so the kernel has the interface's
 // traffic back before the sockets and UMEMs go.

@@ -15,22 +15,37 @@ import (
 	"github.com/lowlat/lowlat/internal/priv"
 )
 
-// flowKey is the steering map's key: an IPv4 destination address and UDP
-// destination port, both in network byte order as they sit in the frame.
-// Address 0.0.0.0 matches any destination address.
+// flowKey is the steering map's key: an IPv4 destination address, a
+// destination port, both in network byte order as they sit in the frame,
+// and the IP protocol (IPPROTO_UDP or IPPROTO_TCP), so that a UDP socket
+// and a TCP listener on one port are steered apart. Address 0.0.0.0 matches
+// any destination address. The layout is the program's: it builds the key
+// on its stack with the same eight bytes.
 type flowKey struct {
-	Addr [4]byte
-	Port [2]byte
-	_    [2]byte
+	Addr  [4]byte
+	Port  [2]byte
+	Proto uint8
+	_     uint8
 }
 
-func keyFor(dst netip.AddrPort) flowKey {
+func keyFor(dst netip.AddrPort, proto uint8) flowKey {
 	a, port := dst.Addr(), dst.Port()
-	k := flowKey{Port: [2]byte{byte(port >> 8), byte(port)}}
+	k := flowKey{Port: [2]byte{byte(port >> 8), byte(port)}, Proto: proto}
 	if a.IsValid() && !a.IsUnspecified() {
 		k.Addr = a.Unmap().As4()
 	}
 	return k
+}
+
+// protoName names the protocols a flow key carries, for errors.
+func protoName(proto uint8) string {
+	switch proto {
+	case unix.IPPROTO_UDP:
+		return "udp"
+	case unix.IPPROTO_TCP:
+		return "tcp"
+	}
+	return fmt.Sprintf("protocol %d", proto)
 }
 
 // steering is the XDP program and its two maps, attached to one interface.
@@ -52,21 +67,28 @@ const (
 // program assembles the steering program. In C it would read:
 //
 //	if (frame too short for Ethernet + IPv4) return XDP_PASS;
-//	if (ethertype != IPv4 || ip->protocol != UDP) return XDP_PASS;
+//	if (ethertype != IPv4) return XDP_PASS;
+//	if (ip->protocol != UDP && ip->protocol != TCP) return XDP_PASS;
 //	if (ip->frag_off & (IP_MF | IP_OFFSET)) return XDP_PASS;
-//	udp = (void *)ip + ip->ihl * 4; if (udp + 1 > data_end) return XDP_PASS;
-//	key = {ip->daddr, udp->dest};
+//	l4 = (void *)ip + ip->ihl * 4; if (l4 + 8 > data_end) return XDP_PASS;
+//	key = {ip->daddr, l4->dest, ip->protocol, 0};
 //	if (!lookup(flows, key)) { key.addr = 0; if (!lookup(flows, key)) return XDP_PASS; }
 //	return bpf_redirect_map(xsks, ctx->rx_queue_index, XDP_PASS);
 //
-// The UDP header's offset depends on the IPv4 header length. Rather than add
+// UDP and TCP both carry the destination port in bytes 2 and 3 of their
+// header, so one read serves both; the protocol in the key keeps their
+// flows apart. The first 8 bytes of the L4 header must be in the frame
+// (all of a UDP header; a TCP segment shorter than that is malformed and
+// the kernel may have it).
+//
+// The L4 header's offset depends on the IPv4 header length. Rather than add
 // that variable to the packet pointer (which the verifier accepts only from
 // a process with CAP_PERFMON), the program branches on IHL to one of eleven
 // blocks that each read the port at a constant offset. Frames with IPv4
 // options thus still reach the socket, whose parser drops and counts them.
 //
 // Fragments always go to the kernel, which reassembles them: a non-first
-// fragment has no UDP header, and the payload bytes where the port would be
+// fragment has no L4 header, and the payload bytes where the port would be
 // must not steer it, and a first fragment is useless without the rest.
 func program(flows, xsks *ebpf.Map) asm.Instructions {
 	const pass = "pass"
@@ -81,13 +103,14 @@ func program(flows, xsks *ebpf.Map) asm.Instructions {
 		// EtherType 0x0800, loaded little-endian from the wire.
 		asm.LoadMem(asm.R5, asm.R2, 12, asm.Half),
 		asm.JNE.Imm(asm.R5, 0x0008, pass),
-		// IPv4 protocol UDP.
-		asm.LoadMem(asm.R5, asm.R2, 23, asm.Byte),
-		asm.JNE.Imm(asm.R5, unix.IPPROTO_UDP, pass),
+		// IPv4 protocol UDP or TCP, kept in r7 for the key.
+		asm.LoadMem(asm.R7, asm.R2, 23, asm.Byte),
+		asm.JEq.Imm(asm.R7, unix.IPPROTO_UDP, "l4"),
+		asm.JNE.Imm(asm.R7, unix.IPPROTO_TCP, pass),
 		// Fragment: MF set or a fragment offset. The flags and offset
 		// halfword, loaded little-endian: MF and the offset's high bits
 		// are the low byte's 0x3f, the rest of the offset the high byte.
-		asm.LoadMem(asm.R5, asm.R2, 20, asm.Half),
+		asm.LoadMem(asm.R5, asm.R2, 20, asm.Half).WithSymbol("l4"),
 		asm.And.Imm(asm.R5, 0xff3f),
 		asm.JNE.Imm(asm.R5, 0, pass),
 		// Destination address, then dispatch on IHL (below 5 is malformed).
@@ -100,20 +123,21 @@ func program(flows, xsks *ebpf.Map) asm.Instructions {
 	}
 	insns = append(insns, asm.Ja.Label(pass))
 	for ihl := 5; ihl <= 15; ihl++ {
-		udp := int16(14 + ihl*4)
+		l4 := int16(14 + ihl*4)
 		insns = append(insns,
-			asm.Mov.Reg(asm.R7, asm.R2).WithSymbol(fmt.Sprintf("ihl%d", ihl)),
-			asm.Add.Imm(asm.R7, int32(udp)+8),
-			asm.JGT.Reg(asm.R7, asm.R3, pass),
-			asm.LoadMem(asm.R9, asm.R2, udp+2, asm.Half),
+			asm.Mov.Reg(asm.R4, asm.R2).WithSymbol(fmt.Sprintf("ihl%d", ihl)),
+			asm.Add.Imm(asm.R4, int32(l4)+8),
+			asm.JGT.Reg(asm.R4, asm.R3, pass),
+			asm.LoadMem(asm.R9, asm.R2, l4+2, asm.Half),
 			asm.Ja.Label("key"),
 		)
 	}
 	return append(insns,
-		// key = {daddr, dport, 0} at fp-8.
+		// key = {daddr, dport, protocol, 0} at fp-8 (flowKey).
 		asm.StoreMem(asm.RFP, -8, asm.R8, asm.Word).WithSymbol("key"),
 		asm.StoreMem(asm.RFP, -4, asm.R9, asm.Half),
-		asm.StoreImm(asm.RFP, -2, 0, asm.Half),
+		asm.StoreMem(asm.RFP, -2, asm.R7, asm.Byte),
+		asm.StoreImm(asm.RFP, -1, 0, asm.Byte),
 		asm.LoadMapPtr(asm.R1, flows.FD()),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -8),
@@ -204,16 +228,21 @@ func attach(ifindex, queues int, mode, driver string) (_ *steering, err error) {
 	return nil, fmt.Errorf("attach XDP program in %s mode to interface %d: %w", modes[len(modes)-1], ifindex, err)
 }
 
-func (s *steering) addFlow(k flowKey) error {
+// addFlow steers frames of protocol proto (IPPROTO_UDP or IPPROTO_TCP) to
+// dst to the AF_XDP sockets.
+func (s *steering) addFlow(dst netip.AddrPort, proto uint8) error {
+	k := keyFor(dst, proto)
 	if err := s.flows.Update(&k, uint8(1), ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("add flow to XDP map: %w", err)
+		return fmt.Errorf("add %s flow %v to XDP map: %w", protoName(proto), dst, err)
 	}
 	return nil
 }
 
-func (s *steering) removeFlow(k flowKey) error {
+// removeFlow undoes addFlow; a flow that is not there is no error.
+func (s *steering) removeFlow(dst netip.AddrPort, proto uint8) error {
+	k := keyFor(dst, proto)
 	if err := s.flows.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("remove flow from XDP map: %w", err)
+		return fmt.Errorf("remove %s flow %v from XDP map: %w", protoName(proto), dst, err)
 	}
 	return nil
 }

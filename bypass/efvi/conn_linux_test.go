@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/internal/frame"
 	"github.com/lowlat/lowlat/bypass/internal/stack"
@@ -476,13 +478,58 @@ func TestJoinGroup(t *testing.T) {
 	if err := h.c.JoinGroup(netip.MustParseAddr("10.1.1.1")); err == nil {
 		t.Fatal("joined a unicast address")
 	}
-	if h.ports.Members(g) != 1 || !slices.Contains(h.rx.filters, netip.AddrPortFrom(g, localAddr.Port())) {
+	if h.ports.Members(g) != 1 || !slices.Contains(h.rx.filters, fakeFilter{netip.AddrPortFrom(g, localAddr.Port()), unix.IPPROTO_UDP}) {
 		t.Fatalf("members %d, filters %v", h.ports.Members(g), h.rx.filters)
 	}
 	h.rx.deliver(udpFrame(t, netip.AddrPortFrom(g, localAddr.Port()), []byte("mc")))
 	buf := make([]byte, 16)
 	if n, _, err := h.c.ReadFrom(buf); err != nil || string(buf[:n]) != "mc" {
 		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+}
+
+// TestTCPFlowFilters: the driver steers TCP flows with filters of protocol
+// TCP, apart from the socket's UDP filter on the same address and port, and
+// removes the one it is asked to.
+func TestTCPFlowFilters(t *testing.T) {
+	h := newHarness(t, false)
+	var ts stack.TCPSteering = h.d
+	udp := fakeFilter{localAddr, unix.IPPROTO_UDP}
+	tcp := fakeFilter{localAddr, unix.IPPROTO_TCP}
+	anyTCP := fakeFilter{netip.AddrPortFrom(netip.IPv4Unspecified(), 8080), unix.IPPROTO_TCP}
+	if !slices.Equal(h.rx.filters, []fakeFilter{udp}) {
+		t.Fatalf("filters %v before AddTCPFlow, want the socket's UDP filter only", h.rx.filters)
+	}
+	if err := ts.AddTCPFlow(tcp.dst); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.AddTCPFlow(anyTCP.dst); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(h.rx.filters, []fakeFilter{udp, tcp, anyTCP}) {
+		t.Fatalf("filters %v after AddTCPFlow, want %v", h.rx.filters, []fakeFilter{udp, tcp, anyTCP})
+	}
+	if err := ts.RemoveTCPFlow(tcp.dst); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(h.rx.filters, []fakeFilter{udp, anyTCP}) {
+		t.Fatalf("filters %v after RemoveTCPFlow(%v), want the UDP filter on that port kept", h.rx.filters, tcp.dst)
+	}
+	if err := ts.RemoveTCPFlow(anyTCP.dst); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.RemoveTCPFlow(anyTCP.dst); err == nil {
+		t.Fatal("the fake removed a TCP filter twice")
+	}
+	// The UDP flow is the socket's: RemoveFlow takes it, not RemoveTCPFlow.
+	if err := h.d.RemoveFlow(localAddr); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.rx.filters) != 0 {
+		t.Fatalf("filters %v left", h.rx.filters)
+	}
+	if err := h.d.AddFlow(localAddr); err != nil { // the socket's, for its Close
+		t.Fatal(err)
 	}
 }
 

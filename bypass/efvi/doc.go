@@ -7,8 +7,9 @@
 // IOMMU (a "memory region" inside a "protection domain"), posts empty buffers
 // on the receive ring, and asks the driver to steer flows to the VI with
 // filters (here: one IPv4 UDP filter for the bound address and port, one per
-// joined multicast group). The adapter then writes frames into those buffers
-// and reports each one as an RX event on the event queue; transmits are
+// joined multicast group, and one IPv4 TCP filter per TCP flow the stack
+// steers). The adapter then writes frames into those buffers and reports
+// each one as an RX event on the event queue; transmits are
 // descriptors (or CTPIO writes straight into the adapter) whose completions
 // come back as TX events. X3 adapters (EFCT) receive differently: they fill
 // large shared buffers themselves and report RX_REF events that name a

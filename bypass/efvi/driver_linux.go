@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/internal/stack"
 	"github.com/lowlat/lowlat/bypass/internal/undo"
@@ -46,8 +48,9 @@ type driver struct {
 }
 
 var (
-	_ stack.Driver   = (*driver)(nil)
-	_ stack.Steering = (*driver)(nil)
+	_ stack.Driver      = (*driver)(nil)
+	_ stack.Steering    = (*driver)(nil)
+	_ stack.TCPSteering = (*driver)(nil)
 )
 
 // counters are updated by the receive or the transmit side and read by
@@ -364,11 +367,28 @@ func StackCounters(c backend.PacketConn) (Counters, bool) {
 	return d.counters(), true
 }
 
-// AddFlow adds an adapter filter steering dst to the receive VI.
-func (d *driver) AddFlow(dst netip.AddrPort) error { return d.rxq.addFilter(dst) }
+// AddFlow adds an adapter filter steering dst's UDP datagrams to the
+// receive VI.
+func (d *driver) AddFlow(dst netip.AddrPort) error {
+	return d.rxq.addFilter(dst, unix.IPPROTO_UDP)
+}
 
-// RemoveFlow removes dst's filter: the kernel gets its datagrams back.
-func (d *driver) RemoveFlow(dst netip.AddrPort) error { return d.rxq.removeFilter(dst) }
+// RemoveFlow removes dst's UDP filter: the kernel gets its datagrams back.
+func (d *driver) RemoveFlow(dst netip.AddrPort) error {
+	return d.rxq.removeFilter(dst, unix.IPPROTO_UDP)
+}
+
+// AddTCPFlow adds an adapter filter steering TCP segments to local to the
+// receive VI, apart from any UDP filter on the same port.
+func (d *driver) AddTCPFlow(local netip.AddrPort) error {
+	return d.rxq.addFilter(local, unix.IPPROTO_TCP)
+}
+
+// RemoveTCPFlow removes local's TCP filter: the kernel gets its segments
+// back.
+func (d *driver) RemoveTCPFlow(local netip.AddrPort) error {
+	return d.rxq.removeFilter(local, unix.IPPROTO_TCP)
+}
 
 // Close frees both VIs, then what they live in, in reverse order of
 // allocation.

@@ -82,10 +82,12 @@ static int ll_tx_capacity(struct ll_q* q) { return ef_vi_transmit_capacity(&q->v
 static int ll_get_mac(struct ll_q* q, void* mac) { return ef_vi_get_mac(&q->vi, q->dev->dh, mac); }
 static int ll_prefix(struct ll_q* q) { return q->prefix; }
 
-static int ll_filter_udp4(struct ll_q* q, uint32_t ip_be, uint16_t port_be, int exclusive, ef_filter_cookie* ck) {
+// ll_filter_ip4 adds a filter for IPv4 packets of protocol proto
+// (IPPROTO_UDP or IPPROTO_TCP) to a local address and port.
+static int ll_filter_ip4(struct ll_q* q, int proto, uint32_t ip_be, uint16_t port_be, int exclusive, ef_filter_cookie* ck) {
 	ef_filter_spec fs;
 	ef_filter_spec_init(&fs, exclusive ? EF_FILTER_FLAG_EXCLUSIVE_RXQ : EF_FILTER_FLAG_NONE);
-	int rc = ef_filter_spec_set_ip4_local(&fs, IPPROTO_UDP, ip_be, port_be);
+	int rc = ef_filter_spec_set_ip4_local(&fs, proto, ip_be, port_be);
 	if (rc < 0)
 		return rc;
 	return ef_vi_filter_add(&q->vi, q->dev->dh, &fs, ck);
@@ -321,7 +323,14 @@ type ciQueue struct {
 	bufSize int
 	prefix  int
 	rxRef   bool
-	filters map[netip.AddrPort]C.ef_filter_cookie
+	filters map[filterKey]C.ef_filter_cookie
+}
+
+// filterKey names a filter: a UDP and a TCP filter on one address and port
+// are two.
+type filterKey struct {
+	dst   netip.AddrPort
+	proto uint8
 }
 
 // Flags for allocVI (enum ef_vi_flags).
@@ -398,34 +407,35 @@ func (q *ciQueue) refs() bool { return q.rxRef }
 // so that on X3, where VIs otherwise share the adapter's queues, the VI
 // sees only its own flows. X2 gives every VI a queue of its own; a driver
 // that refuses the flag there gets the filter without it.
-func (q *ciQueue) addFilter(dst netip.AddrPort) error {
+func (q *ciQueue) addFilter(dst netip.AddrPort, proto uint8) error {
 	ip := dst.Addr().As4()
 	p := dst.Port()
 	ipBE := *(*uint32)(unsafe.Pointer(&ip[0])) // network order in memory
 	portBE := uint16(p>>8) | uint16(p&0xff)<<8 // htons
 	var ck C.ef_filter_cookie
-	err := errno(C.ll_filter_udp4(q.q, C.uint32_t(ipBE), C.uint16_t(portBE), 1, &ck))
+	err := errno(C.ll_filter_ip4(q.q, C.int(proto), C.uint32_t(ipBE), C.uint16_t(portBE), 1, &ck))
 	if err != nil && !q.rxRef {
-		err = errno(C.ll_filter_udp4(q.q, C.uint32_t(ipBE), C.uint16_t(portBE), 0, &ck))
+		err = errno(C.ll_filter_ip4(q.q, C.int(proto), C.uint32_t(ipBE), C.uint16_t(portBE), 0, &ck))
 	}
 	if err != nil {
-		return filterError(dst, err)
+		return filterError(dst, proto, err)
 	}
 	if q.filters == nil {
-		q.filters = make(map[netip.AddrPort]C.ef_filter_cookie)
+		q.filters = make(map[filterKey]C.ef_filter_cookie)
 	}
-	q.filters[dst] = ck
+	q.filters[filterKey{dst, proto}] = ck
 	return nil
 }
 
-func (q *ciQueue) removeFilter(dst netip.AddrPort) error {
-	ck, ok := q.filters[dst]
+func (q *ciQueue) removeFilter(dst netip.AddrPort, proto uint8) error {
+	k := filterKey{dst, proto}
+	ck, ok := q.filters[k]
 	if !ok {
 		return nil
 	}
-	delete(q.filters, dst)
+	delete(q.filters, k)
 	if err := errno(C.ll_filter_del(q.q, &ck)); err != nil {
-		return fmt.Errorf("ef_vi_filter_del udp %v: %w", dst, err)
+		return fmt.Errorf("ef_vi_filter_del %s %v: %w", protoName(proto), dst, err)
 	}
 	return nil
 }

@@ -3,7 +3,7 @@
 package efvi
 
 import (
-	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 )
@@ -22,7 +22,7 @@ type fakeRX struct {
 	pending  []event
 	pkts     [][]byte // X3 packets by id
 	live     []bool   // X3 packets delivered and not yet released
-	filters  []netip.AddrPort
+	filters  []fakeFilter
 	polls    int
 	posts    int
 	releases int
@@ -76,15 +76,22 @@ func (f *fakeRX) frame(ev *event) []byte {
 
 func (f *fakeRX) refs() bool { return f.x3 }
 
-func (f *fakeRX) addFilter(dst netip.AddrPort) error {
-	f.filters = append(f.filters, dst)
+// fakeFilter is a filter the fake was asked for: the address and port and
+// the IP protocol.
+type fakeFilter struct {
+	dst   netip.AddrPort
+	proto uint8
+}
+
+func (f *fakeRX) addFilter(dst netip.AddrPort, proto uint8) error {
+	f.filters = append(f.filters, fakeFilter{dst, proto})
 	return nil
 }
 
-func (f *fakeRX) removeFilter(dst netip.AddrPort) error {
-	i := slices.Index(f.filters, dst)
+func (f *fakeRX) removeFilter(dst netip.AddrPort, proto uint8) error {
+	i := slices.Index(f.filters, fakeFilter{dst, proto})
 	if i < 0 {
-		return errors.New("fake: no such filter")
+		return fmt.Errorf("fake: no %s filter for %v", protoName(proto), dst)
 	}
 	f.filters = slices.Delete(f.filters, i, i+1)
 	return nil

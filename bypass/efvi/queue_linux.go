@@ -2,7 +2,12 @@
 
 package efvi
 
-import "net/netip"
+import (
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+)
 
 // Event kinds of an event record. The cgo queue translates each ef_vi event
 // into one record (an RX_MULTI event into one record per buffer); events
@@ -101,12 +106,13 @@ type rxQueue interface {
 	// refs reports whether the queue delivers RX_REF events (X3) instead
 	// of filling posted buffers.
 	refs() bool
-	// addFilter steers IPv4 UDP datagrams for ip:port to the queue, on a
-	// receive queue of the VI's own (exclusive), not one shared with other
-	// VIs and their traffic.
-	addFilter(dst netip.AddrPort) error
-	// removeFilter removes the filter addFilter added for dst.
-	removeFilter(dst netip.AddrPort) error
+	// addFilter steers IPv4 packets of protocol proto (IPPROTO_UDP or
+	// IPPROTO_TCP) for ip:port to the queue, on a receive queue of the
+	// VI's own (exclusive), not one shared with other VIs and their
+	// traffic. A UDP and a TCP filter on one ip:port are two filters.
+	addFilter(dst netip.AddrPort, proto uint8) error
+	// removeFilter removes the filter addFilter added for dst and proto.
+	removeFilter(dst netip.AddrPort, proto uint8) error
 	close() error
 }
 
@@ -121,4 +127,15 @@ type txQueue interface {
 	// through CTPIO), so the caller may send them again.
 	send(d []txDesc) int
 	close() error
+}
+
+// protoName names a filter's protocol, for errors.
+func protoName(proto uint8) string {
+	switch proto {
+	case unix.IPPROTO_UDP:
+		return "udp"
+	case unix.IPPROTO_TCP:
+		return "tcp"
+	}
+	return fmt.Sprintf("protocol %d", proto)
 }

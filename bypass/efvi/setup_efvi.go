@@ -27,8 +27,8 @@ const (
 // charDev is the Onload driver's control device.
 const charDev = "/dev/sfc_char"
 
-func filterError(dst netip.AddrPort, err error) error {
-	return fmt.Errorf("ef_vi_filter_add udp %v: filter refused (another VI or Onload stack may own it, or the adapter's filter table is full): %w", dst, err)
+func filterError(dst netip.AddrPort, proto uint8, err error) error {
+	return fmt.Errorf("ef_vi_filter_add %s %v: filter refused (another VI or Onload stack may own it, or the adapter's filter table is full): %w", protoName(proto), dst, err)
 }
 
 // driverPresent checks for the Onload driver before any ef_vi call.
