@@ -24,6 +24,12 @@ const (
 	DefaultTTL = 64
 )
 
+// IP protocol numbers of the transports a stack carries.
+const (
+	ProtoTCP = 6
+	ProtoUDP = 17
+)
+
 // Header offsets within an untagged frame.
 const (
 	offEtherType = 12
@@ -32,7 +38,7 @@ const (
 
 	etherTypeIPv4 = 0x0800
 	etherTypeVLAN = 0x8100
-	protoUDP      = 17
+	protoUDP      = ProtoUDP
 
 	flagDF       = 0x4000
 	flagMF       = 0x2000

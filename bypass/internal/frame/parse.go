@@ -44,8 +44,11 @@ func (r Reason) String() string {
 
 // Packet is what Parse extracts from an accepted frame.
 type Packet struct {
-	// Payload is the UDP payload. It aliases the frame passed to Parse.
+	// Payload is the UDP payload, or for TCP (Proto ProtoTCP) the whole
+	// TCP segment, header included, for ParseTCP. It aliases the frame
+	// passed to Parse.
 	Payload []byte
+	Proto   uint8 // ProtoUDP or ProtoTCP
 	Src     netip.AddrPort
 	Dst     netip.AddrPort
 	SrcMAC  MAC
@@ -86,7 +89,13 @@ type Filter struct {
 	groups []uint32
 
 	partialOK bool // accept a UDP checksum field holding only the pseudo-header sum
+	tcp       bool // accept TCP segments too
 }
+
+// AcceptTCP makes the filter accept TCP segments to its address as well:
+// Parse then checks their IPv4 header and destination and returns the
+// whole segment with Proto ProtoTCP, for ParseTCP to check the rest.
+func (f *Filter) AcceptTCP(on bool) { f.tcp = on }
 
 // AcceptPartialChecksum makes the filter accept UDP datagrams whose
 // checksum field holds only the pseudo-header sum: what a Linux sender with
@@ -224,10 +233,14 @@ func (f *Filter) Parse(frame []byte, p *Packet) Reason {
 	if frag&(flagMF|fragOffMask) != 0 {
 		return Fragment
 	}
-	if ip[9] != protoUDP {
+	tcp := ip[9] == ProtoTCP && f.tcp
+	if ip[9] != protoUDP && !tcp {
 		return NotOurs
 	}
 	dstIP := binary.BigEndian.Uint32(ip[16:20])
+	if tcp {
+		return f.parseTCP(frame, off, ipLen, dstMAC, dstIP, p)
+	}
 	if f.narrow {
 		if dstIP>>28 == 0xe { // 224.0.0.0/4
 			m, _ := MulticastMAC(netip.AddrFrom4([4]byte(ip[16:20])))
@@ -269,6 +282,7 @@ func (f *Filter) Parse(frame []byte, p *Packet) Reason {
 	}
 
 	p.Payload = seg[UDPHeaderLen:]
+	p.Proto = protoUDP
 	p.Src = netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[12:16])), binary.BigEndian.Uint16(udp[0:2]))
 	p.Dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[16:20])), dstPort)
 	p.SrcMAC = MAC(frame[6:12])
@@ -278,6 +292,36 @@ func (f *Filter) Parse(frame []byte, p *Packet) Reason {
 	p.TTL = ip[8]
 	p.ID = binary.BigEndian.Uint16(ip[4:6])
 	p.DF = frag&flagDF != 0
+	return OK
+}
+
+// parseTCP finishes Parse for a TCP segment: its destination (unicast
+// only), its length, and the ports, which the stack demultiplexes by.
+func (f *Filter) parseTCP(frame []byte, off, ipLen int, dstMAC MAC, dstIP uint32, p *Packet) Reason {
+	if f.narrow && (dstIP>>28 == 0xe || dstMAC != f.mac || (f.ip != 0 && dstIP != f.ip)) {
+		return NotOurs
+	}
+	if ipLen < IPv4HeaderLen+TCPHeaderLen {
+		return Length
+	}
+	if len(frame) < off+IPv4HeaderLen+TCPHeaderLen {
+		return Short
+	}
+	if off+ipLen > len(frame) {
+		return Length
+	}
+	ip := frame[off : off+IPv4HeaderLen]
+	seg := frame[off+IPv4HeaderLen : off+ipLen]
+	p.Payload = seg
+	p.Proto = ProtoTCP
+	p.Src = netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[12:16])), binary.BigEndian.Uint16(seg[0:2]))
+	p.Dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[16:20])), binary.BigEndian.Uint16(seg[2:4]))
+	p.SrcMAC = MAC(frame[6:12])
+	p.DstMAC = dstMAC
+	p.TOS = ip[1]
+	p.TTL = ip[8]
+	p.ID = binary.BigEndian.Uint16(ip[4:6])
+	p.DF = binary.BigEndian.Uint16(ip[6:8])&flagDF != 0
 	return OK
 }
 

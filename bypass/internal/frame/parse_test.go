@@ -195,6 +195,7 @@ func TestParseFields(t *testing.T) {
 		TOS:    0xb8,
 		TTL:    17,
 		DF:     true,
+		Proto:  ProtoUDP,
 	}
 	got := p
 	got.Payload, want.Payload = nil, nil
