@@ -1,0 +1,10 @@
+//go:build linux
+
+package testnet
+
+import (
+	"os"
+	"testing"
+)
+
+func TestMain(m *testing.M) { os.Exit(Main(m)) }
