@@ -165,23 +165,43 @@ type kernelPort struct {
 	ifindex int
 }
 
+// TCPPorts is implemented by Ports that reserve TCP ports too.
+type TCPPorts interface {
+	// ReserveTCP takes laddr's TCP port (a free one when it is 0).
+	ReserveTCP(laddr netip.AddrPort) (Reservation, error)
+}
+
 // Reserve binds a kernel UDP socket to laddr.
 func (k KernelPorts) Reserve(laddr netip.AddrPort) (Reservation, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	return k.reserve(laddr, unix.SOCK_DGRAM, "udp")
+}
+
+// ReserveTCP binds a kernel TCP socket to laddr and leaves it unconnected
+// and not listening: the kernel neither gives the port to another socket
+// (an ephemeral connect included) nor accepts a connection on it, and the
+// XDP program or adapter filter sends the port's segments to the stack.
+// When the process dies the socket closes and the kernel has the port
+// back.
+func (k KernelPorts) ReserveTCP(laddr netip.AddrPort) (Reservation, error) {
+	return k.reserve(laddr, unix.SOCK_STREAM, "tcp")
+}
+
+func (k KernelPorts) reserve(laddr netip.AddrPort, typ int, proto string) (Reservation, error) {
+	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("reserve udp port: %w", os.NewSyscallError("socket", err))
+		return nil, fmt.Errorf("reserve %s port: %w", proto, os.NewSyscallError("socket", err))
 	}
 	sa := &unix.SockaddrInet4{Port: int(laddr.Port()), Addr: laddr.Addr().Unmap().As4()}
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("reserve udp port %v: %w", laddr, os.NewSyscallError("bind", err))
+		return nil, fmt.Errorf("reserve %s port %v: %w", proto, laddr, os.NewSyscallError("bind", err))
 	}
 	p := &kernelPort{fd: fd, port: laddr.Port(), ifindex: k.Ifindex}
 	if p.port == 0 {
 		got, err := unix.Getsockname(fd)
 		if err != nil {
 			unix.Close(fd)
-			return nil, fmt.Errorf("reserve udp port: %w", os.NewSyscallError("getsockname", err))
+			return nil, fmt.Errorf("reserve %s port: %w", proto, os.NewSyscallError("getsockname", err))
 		}
 		p.port = uint16(got.(*unix.SockaddrInet4).Port)
 	}

@@ -45,8 +45,9 @@ type MemDriver struct {
 	// ManualComplete keeps kicked frames in flight until Complete.
 	ManualComplete bool
 
-	// Flows are the flows sockets steered to the driver (Steering).
-	Flows map[netip.AddrPort]bool
+	// Flows are the flows sockets steered to the driver (Steering);
+	// TCPFlows the TCP flows (TCPSteering).
+	Flows, TCPFlows map[netip.AddrPort]bool
 
 	// Counters for tests.
 	Polls, Kicks, Reaps, RxFull, BadRelease int
@@ -59,9 +60,39 @@ type txFrame struct {
 }
 
 var (
-	_ Driver   = (*MemDriver)(nil)
-	_ Steering = (*MemDriver)(nil)
+	_ Driver      = (*MemDriver)(nil)
+	_ Steering    = (*MemDriver)(nil)
+	_ TCPSteering = (*MemDriver)(nil)
 )
+
+// AddTCPFlow records a TCP flow steered to the driver.
+func (m *MemDriver) AddTCPFlow(local netip.AddrPort) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.TCPFlows[local] {
+		return fmt.Errorf("mem: tcp flow %v added twice", local)
+	}
+	m.TCPFlows[local] = true
+	return nil
+}
+
+// RemoveTCPFlow forgets a TCP flow.
+func (m *MemDriver) RemoveTCPFlow(local netip.AddrPort) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.TCPFlows[local] {
+		return fmt.Errorf("mem: tcp flow %v removed but never added", local)
+	}
+	delete(m.TCPFlows, local)
+	return nil
+}
+
+// SteeredTCP reports whether local is steered to the driver for TCP.
+func (m *MemDriver) SteeredTCP(local netip.AddrPort) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.TCPFlows[local]
+}
 
 // AddFlow records a flow steered to the driver.
 func (m *MemDriver) AddFlow(dst netip.AddrPort) error {
@@ -95,7 +126,7 @@ func (m *MemDriver) Steered(dst netip.AddrPort) bool {
 // NewMemDriver returns a driver with rx receive and tx transmit buffers of
 // bufSize bytes.
 func NewMemDriver(bufSize, rx, tx int) *MemDriver {
-	m := &MemDriver{bufSize: bufSize, rxLen: make([]int, rx), rxStamp: make([]int64, rx), Flows: make(map[netip.AddrPort]bool)}
+	m := &MemDriver{bufSize: bufSize, rxLen: make([]int, rx), rxStamp: make([]int64, rx), Flows: make(map[netip.AddrPort]bool), TCPFlows: make(map[netip.AddrPort]bool)}
 	for range rx {
 		m.rxBufs = append(m.rxBufs, make([]byte, bufSize))
 	}
@@ -271,45 +302,74 @@ func (m *MemDriver) Closed() bool {
 type MemPorts struct {
 	mu     sync.Mutex
 	next   uint16
-	taken  map[uint16]bool
+	taken  map[memKey]bool
 	joined map[netip.Addr]int
 }
 
-type memPort struct {
-	p    *MemPorts
+// memKey is a port of one protocol.
+type memKey struct {
 	port uint16
+	tcp  bool
 }
 
-var _ Ports = (*MemPorts)(nil)
+type memPort struct {
+	p   *MemPorts
+	key memKey
+}
 
-// Reserve takes laddr's port.
+var (
+	_ Ports    = (*MemPorts)(nil)
+	_ TCPPorts = (*MemPorts)(nil)
+)
+
+// Reserve takes laddr's UDP port.
 func (p *MemPorts) Reserve(laddr netip.AddrPort) (Reservation, error) {
+	return p.reserve(laddr, false)
+}
+
+// ReserveTCP takes laddr's TCP port.
+func (p *MemPorts) ReserveTCP(laddr netip.AddrPort) (Reservation, error) {
+	return p.reserve(laddr, true)
+}
+
+func (p *MemPorts) reserve(laddr netip.AddrPort, tcp bool) (Reservation, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.taken == nil {
-		p.taken = make(map[uint16]bool)
+		p.taken = make(map[memKey]bool)
 		p.joined = make(map[netip.Addr]int)
 		p.next = 40000
 	}
-	port := laddr.Port()
-	if port == 0 {
-		for p.taken[p.next] {
+	k := memKey{laddr.Port(), tcp}
+	if k.port == 0 {
+		for p.taken[memKey{p.next, tcp}] {
 			p.next++
 		}
-		port = p.next
+		k.port = p.next
 	}
-	if p.taken[port] {
-		return nil, fmt.Errorf("reserve udp port %v: %w", laddr, syscall.EADDRINUSE)
+	if p.taken[k] {
+		proto := "udp"
+		if tcp {
+			proto = "tcp"
+		}
+		return nil, fmt.Errorf("reserve %s port %v: %w", proto, laddr, syscall.EADDRINUSE)
 	}
-	p.taken[port] = true
-	return &memPort{p, port}, nil
+	p.taken[k] = true
+	return &memPort{p, k}, nil
 }
 
-// Taken reports whether port is reserved.
+// Taken reports whether UDP port is reserved.
 func (p *MemPorts) Taken(port uint16) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.taken[port]
+	return p.taken[memKey{port, false}]
+}
+
+// TakenTCP reports whether TCP port is reserved.
+func (p *MemPorts) TakenTCP(port uint16) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.taken[memKey{port, true}]
 }
 
 // Members is how many sockets are joined to group.
@@ -319,7 +379,7 @@ func (p *MemPorts) Members(group netip.Addr) int {
 	return p.joined[group]
 }
 
-func (r *memPort) Port() uint16 { return r.port }
+func (r *memPort) Port() uint16 { return r.key.port }
 
 func (r *memPort) Join(g, _ netip.Addr) error {
 	r.p.mu.Lock()
@@ -337,7 +397,7 @@ func (r *memPort) Leave(g, _ netip.Addr) error {
 
 func (r *memPort) Close() error {
 	r.p.mu.Lock()
-	delete(r.p.taken, r.port)
+	delete(r.p.taken, r.key)
 	r.p.mu.Unlock()
 	return nil
 }

@@ -234,6 +234,7 @@ func (s *Socket) serve(msgs []backend.Message) int {
 	if n > 0 {
 		st.d.Release(st.frames[:n])
 	}
+	st.tcpAfterBatch(n)
 	return got
 }
 
@@ -282,24 +283,9 @@ func (st *Stack) enqueue(owner, caller *Socket, stamp int64, nic bool) {
 // something queued (Pending), instead of polling the device per socket.
 func (st *Stack) Pump() int {
 	st.rxMu.Lock()
-	defer st.rxMu.Unlock()
-	if st.rxClosed {
-		return 0 // the last socket closed: a poller still holding the stack finds their ErrClosed
-	}
-	n := st.d.Poll(st.frames)
-	batch := st.stamp(n)
-	for i := range n {
-		if owner := st.demux(st.frames[i].Data); owner != nil {
-			stamp, nic := batch, false
-			if f := st.frames[i].Stamp; f != 0 {
-				stamp, nic = f, true
-			}
-			st.enqueue(owner, nil, stamp, nic)
-		}
-	}
-	if n > 0 {
-		st.d.Release(st.frames[:n])
-	}
+	n := st.pollLocked() // 0 once the last socket closed: a poller still holding the stack finds their ErrClosed
+	st.rxMu.Unlock()
+	st.tcpKick()
 	return n
 }
 
@@ -323,6 +309,7 @@ func (s *Socket) TryReadBatch(msgs []backend.Message) (int, error) {
 	s.st.rxMu.Lock()
 	n := s.serve(msgs)
 	s.st.rxMu.Unlock()
+	s.st.tcpKick()
 	s.rx.Add(uint64(n))
 	return n, nil
 }
@@ -341,6 +328,7 @@ func (s *Socket) ReadBatch(msgs []backend.Message) (int, error) {
 		s.st.rxMu.Lock()
 		n := s.serve(msgs)
 		s.st.rxMu.Unlock()
+		s.st.tcpKick()
 		if n > 0 {
 			s.rx.Add(uint64(n))
 			return n, nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/internal/frame"
+	"github.com/lowlat/lowlat/bypass/internal/tcp"
 	"github.com/lowlat/lowlat/bypass/internal/undo"
 )
 
@@ -44,6 +45,10 @@ type Config struct {
 	QueueBytes, QueueRecords int
 	// Now is the clock of the neighbour cache; nil means time.Now.
 	Now func() time.Time
+	// TCP is the base configuration of TCP connections; its MSS, when 0,
+	// follows the interface's MTU. TCP needs a driver that implements
+	// TCPSteering and Ports that implement TCPPorts.
+	TCP tcp.Config
 }
 
 // Receive queue sizes: enough for a burst of a few hundred market-data
@@ -77,6 +82,10 @@ type Stack struct {
 	socks  map[flowKey]*Socket
 	groups map[netip.Addr]int // joined groups: how many sockets joined each
 	drops  [frame.Length + 1]atomic.Uint64
+
+	partial bool // accept checksums left to offload (Config.PartialChecksums)
+	tcp     tcpSide
+	tcpCfg  tcp.Config
 
 	stampers atomic.Int32 // sockets that asked for receive stamps
 	rxClosed bool         // the driver is closed; under rxMu and txMu
@@ -172,6 +181,8 @@ func New(cfg Config) (_ *Stack, err error) {
 	if w, ok := cfg.Driver.(WaitFDs); ok {
 		st.waitFDs = w.WaitFDs()
 	}
+	st.partial = cfg.PartialChecksums
+	st.initTCP(cfg)
 	st.undo = u.Take()
 	return st, nil
 }
@@ -249,6 +260,10 @@ func (st *Stack) Release() error {
 func (st *Stack) demux(f []byte) *Socket {
 	if why := st.filter.Parse(f, &st.pkt); why != frame.OK {
 		st.drops[why].Add(1)
+		return nil
+	}
+	if st.pkt.Proto == frame.ProtoTCP {
+		st.tcpInput()
 		return nil
 	}
 	d := st.pkt.Dst

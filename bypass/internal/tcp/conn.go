@@ -348,7 +348,11 @@ func (c *Conn) sndStart() uint32 {
 // Write queues as much of b as the send buffer takes and sends what the
 // windows allow. It returns how much it took: 0 when the buffer is full.
 // It fails once the connection can no longer send.
-func (c *Conn) Write(b []byte, now int64) (int, error) {
+func (c *Conn) Write(b []byte, now int64) (int, error) { return c.Write2(b, nil, now) }
+
+// Write2 is Write of a followed by b, queued together so that they leave
+// in one segment when they fit one (a length prefix and its message).
+func (c *Conn) Write2(a, b []byte, now int64) (int, error) {
 	c.now = now
 	if !c.canSend() || c.finQueued {
 		if c.err != nil {
@@ -357,12 +361,19 @@ func (c *Conn) Write(b []byte, now int64) (int, error) {
 		return 0, syscall.EPIPE
 	}
 	free := int(c.sbuf.size() - (c.sndEnd - c.sndStart()))
-	n := min(len(b), free)
+	n := 0
+	for _, p := range [2][]byte{a, b} {
+		k := min(len(p), free-n)
+		if k <= 0 {
+			break
+		}
+		c.sbuf.put(c.sndEnd, p[:k])
+		c.sndEnd += uint32(k)
+		n += k
+	}
 	if n == 0 {
 		return 0, nil
 	}
-	c.sbuf.put(c.sndEnd, b[:n])
-	c.sndEnd += uint32(n)
 	c.output()
 	return n, nil
 }
