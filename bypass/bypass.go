@@ -228,6 +228,12 @@ func streamBackend(o Options) (backend.StreamBackend, []Skip, error) {
 			skipped = append(skipped, Skip{Backend: b.Name(), Reason: backend.Unsupported("carries UDP only")})
 			continue
 		}
+		if _, userSpace := b.(backend.StackBackend); userSpace {
+			// A user-space TCP takes the connection's port from the kernel
+			// and answers for it itself: a program asks for that by name.
+			skipped = append(skipped, Skip{Backend: b.Name(), Reason: backend.Unsupported("its user-space TCP is chosen by name only (Backend %q)", b.Name())})
+			continue
+		}
 		if err := autoSkip(b); err != nil {
 			skipped = append(skipped, Skip{Backend: b.Name(), Reason: err})
 			continue

@@ -3,6 +3,7 @@
 package afxdp
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -19,7 +20,11 @@ import (
 // Backend is the "afxdp" backend.
 type Backend struct{}
 
-var _ backend.StackBackend = Backend{}
+var (
+	_ backend.StackBackend  = Backend{}
+	_ backend.StreamBackend = Backend{}
+	_ backend.ContextDialer = Backend{}
+)
 
 func (Backend) Name() string { return "afxdp" }
 
@@ -55,6 +60,31 @@ func listen(laddr netip.AddrPort, o backend.Options) (*Conn, error) {
 	}
 	defer st.Release() // the socket holds its own reference
 	return st.Listen(laddr, o)
+}
+
+// DialTCP opens a TCP connection to raddr on the afxdp stack of
+// o.Interface (or of the interface the route to raddr leaves by): the
+// user-space TCP of package stack, run inline by the threads that read.
+func (b Backend) DialTCP(raddr netip.AddrPort, o backend.Options) (backend.Stream, error) {
+	return b.DialTCPContext(context.Background(), raddr, o)
+}
+
+// DialTCPContext is DialTCP whose handshake ends with ctx.
+func (Backend) DialTCPContext(ctx context.Context, raddr netip.AddrPort, o backend.Options) (backend.Stream, error) {
+	c, err := stack.Dial(ctx, func(a netip.Addr) (*stack.Stack, error) { return acquire(a, o) }, raddr, o)
+	if err != nil {
+		return nil, fmt.Errorf("afxdp: dial tcp %v: %w", raddr, err)
+	}
+	return c, nil
+}
+
+// ListenTCP listens for TCP connections on laddr on the afxdp stack.
+func (Backend) ListenTCP(laddr netip.AddrPort, o backend.Options) (backend.StreamListener, error) {
+	l, err := stack.Listen(func(a netip.Addr) (*stack.Stack, error) { return acquire(a, o) }, laddr, o)
+	if err != nil {
+		return nil, fmt.Errorf("afxdp: listen tcp %v: %w", laddr, err)
+	}
+	return l, nil
 }
 
 // OpenStack returns this process's afxdp stack on o.Interface, opening it

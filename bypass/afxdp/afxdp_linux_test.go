@@ -615,10 +615,11 @@ func TestKilledServerLeavesNoProgram(t *testing.T) {
 
 // startHelperServer runs TestHelperServer in a child process inside ns and
 // waits until it serves; the child is killed at cleanup.
-func startHelperServer(t *testing.T, ns *testnet.NS) *exec.Cmd {
+func startHelperServer(t *testing.T, ns *testnet.NS, env ...string) *exec.Cmd {
 	t.Helper()
 	cmd := ns.Command(os.Args[0], "-test.run=^TestHelperServer$")
 	cmd.Env = append(os.Environ(), "LOWLAT_HELPER_IFACE="+ns.Link, "LOWLAT_HELPER_ADDR="+ns.Addr.String())
+	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -641,6 +642,7 @@ func TestHelperServer(t *testing.T) {
 	if iface == "" {
 		t.Skip("helper process for TestKilledServerLeavesNoProgram; runs only as its child")
 	}
+	helperTCP(t, iface, netip.MustParseAddr(os.Getenv("LOWLAT_HELPER_ADDR")))
 	c, err := afxdp.Backend{}.ListenUDP(netip.AddrPortFrom(netip.MustParseAddr(os.Getenv("LOWLAT_HELPER_ADDR")), port),
 		backend.Options{Interface: iface})
 	if err != nil {

@@ -17,6 +17,14 @@ func (Backend) ListenUDP(netip.AddrPort, backend.Options) (backend.PacketConn, e
 	return nil, backend.Unsupported("afxdp: AF_XDP sockets exist only on Linux")
 }
 
+func (Backend) DialTCP(netip.AddrPort, backend.Options) (backend.Stream, error) {
+	return nil, backend.Unsupported("afxdp: AF_XDP sockets exist only on Linux")
+}
+
+func (Backend) ListenTCP(netip.AddrPort, backend.Options) (backend.StreamListener, error) {
+	return nil, backend.Unsupported("afxdp: AF_XDP sockets exist only on Linux")
+}
+
 func (Backend) OpenStack(backend.Options) (backend.Stack, error) {
 	return nil, backend.Unsupported("afxdp: AF_XDP sockets exist only on Linux")
 }

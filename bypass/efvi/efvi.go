@@ -1,6 +1,7 @@
 package efvi
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 
@@ -10,7 +11,11 @@ import (
 // Backend is the "efvi" backend.
 type Backend struct{}
 
-var _ backend.StackBackend = Backend{}
+var (
+	_ backend.StackBackend  = Backend{}
+	_ backend.StreamBackend = Backend{}
+	_ backend.ContextDialer = Backend{}
+)
 
 // Name returns "efvi".
 func (Backend) Name() string { return "efvi" }
@@ -33,6 +38,37 @@ func (Backend) ListenUDP(laddr netip.AddrPort, o backend.Options) (backend.Packe
 		return nil, fmt.Errorf("efvi: listen udp %v: %w", laddr, err)
 	}
 	return c, nil
+}
+
+// DialTCP opens a TCP connection to raddr on the efvi stack of
+// o.Interface (or of the interface the route to raddr leaves by): the
+// user-space TCP of package stack over ef_vi.
+func (b Backend) DialTCP(raddr netip.AddrPort, o backend.Options) (backend.Stream, error) {
+	return b.DialTCPContext(context.Background(), raddr, o)
+}
+
+// DialTCPContext is DialTCP whose handshake ends with ctx.
+func (Backend) DialTCPContext(ctx context.Context, raddr netip.AddrPort, o backend.Options) (backend.Stream, error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("efvi: dial tcp %v: %w", raddr, err)
+	}
+	c, err := dialTCP(ctx, raddr, o)
+	if err != nil {
+		return nil, fmt.Errorf("efvi: dial tcp %v: %w", raddr, err)
+	}
+	return c, nil
+}
+
+// ListenTCP listens for TCP connections on laddr on the efvi stack.
+func (Backend) ListenTCP(laddr netip.AddrPort, o backend.Options) (backend.StreamListener, error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("efvi: listen tcp %v: %w", laddr, err)
+	}
+	l, err := listenTCP(laddr, o)
+	if err != nil {
+		return nil, fmt.Errorf("efvi: listen tcp %v: %w", laddr, err)
+	}
+	return l, nil
 }
 
 // OpenStack returns this process's efvi stack on o.Interface, opening it

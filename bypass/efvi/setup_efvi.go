@@ -3,6 +3,7 @@
 package efvi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -53,6 +54,14 @@ func listen(laddr netip.AddrPort, o backend.Options) (backend.PacketConn, error)
 	}
 	defer st.Release() // the socket holds its own reference
 	return st.Listen(laddr, o)
+}
+
+func dialTCP(ctx context.Context, raddr netip.AddrPort, o backend.Options) (backend.Stream, error) {
+	return stack.Dial(ctx, func(a netip.Addr) (*stack.Stack, error) { return acquire(a, o) }, raddr, o)
+}
+
+func listenTCP(laddr netip.AddrPort, o backend.Options) (backend.StreamListener, error) {
+	return stack.Listen(func(a netip.Addr) (*stack.Stack, error) { return acquire(a, o) }, laddr, o)
 }
 
 func openStack(o backend.Options) (backend.Stack, error) {

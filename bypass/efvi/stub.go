@@ -3,6 +3,7 @@
 package efvi
 
 import (
+	"context"
 	"net/netip"
 
 	"github.com/lowlat/lowlat/bypass/backend"
@@ -14,3 +15,11 @@ func listen(netip.AddrPort, backend.Options) (backend.PacketConn, error) {
 }
 
 func openStack(backend.Options) (backend.Stack, error) { return nil, ErrNoEFVI }
+
+func dialTCP(context.Context, netip.AddrPort, backend.Options) (backend.Stream, error) {
+	return nil, ErrNoEFVI
+}
+
+func listenTCP(netip.AddrPort, backend.Options) (backend.StreamListener, error) {
+	return nil, ErrNoEFVI
+}

@@ -9,10 +9,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"runtime"
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/internal/frame"
@@ -1132,4 +1135,55 @@ func (l *TCPListener) Close() error {
 	st.tcpKick()
 	l.w.close()
 	return st.Release()
+}
+
+// LocalFor returns the local address the kernel's routes pick for
+// reaching dst, so that a dial with no interface named opens the stack on
+// the interface that route leaves by. Connecting a UDP socket sends
+// nothing.
+func LocalFor(dst netip.AddrPort) (netip.Addr, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("route to %v: %w", dst, os.NewSyscallError("socket", err))
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(max(dst.Port(), 1)), Addr: dst.Addr().Unmap().As4()}); err != nil {
+		return netip.Addr{}, fmt.Errorf("route to %v: %w", dst, os.NewSyscallError("connect", err))
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("route to %v: %w", dst, os.NewSyscallError("getsockname", err))
+	}
+	return netip.AddrFrom4(sa.(*unix.SockaddrInet4).Addr), nil
+}
+
+// Dial opens a TCP connection on the stack acquire finds (or opens) for
+// the local address routed to raddr; the acquired reference is given back,
+// the connection holds its own.
+func Dial(ctx context.Context, acquire func(netip.Addr) (*Stack, error), raddr netip.AddrPort, o backend.Options) (*TCPConn, error) {
+	local := netip.IPv4Unspecified()
+	if o.Interface == "" {
+		a, err := LocalFor(raddr)
+		if err != nil {
+			return nil, err
+		}
+		local = a
+	}
+	st, err := acquire(local)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Release()
+	return st.DialTCP(ctx, raddr, o)
+}
+
+// Listen opens a TCP listener on the stack acquire finds (or opens) for
+// laddr.
+func Listen(acquire func(netip.Addr) (*Stack, error), laddr netip.AddrPort, o backend.Options) (*TCPListener, error) {
+	st, err := acquire(laddr.Addr())
+	if err != nil {
+		return nil, err
+	}
+	defer st.Release()
+	return st.ListenTCP(laddr, o)
 }
