@@ -4,6 +4,7 @@ package afxdp_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/lowlat/lowlat/bypass/afxdp"
 	"github.com/lowlat/lowlat/bypass/backend"
 	"github.com/lowlat/lowlat/bypass/internal/stack"
+	"github.com/lowlat/lowlat/bypass/internal/tcp"
 	"github.com/lowlat/lowlat/internal/testnet"
 )
 
@@ -279,10 +281,14 @@ func TestTCPPortsBackAfterKill(t *testing.T) {
 
 // waitNoXDP waits for ns's interface to lose its XDP program: the
 // stack closes when its keeper has finished the last connection.
-func waitNoXDP(t *testing.T, p *testnet.Pair, ns *testnet.NS) {
+func waitNoXDP(t *testing.T, _ *testnet.Pair, ns *testnet.NS) {
 	t.Helper()
 	for i := 0; ; i++ {
-		o := p.Exec(t, ns, "ip", "link", "show", "dev", ns.Link)
+		out, err := ns.Command("ip", "link", "show", "dev", ns.Link).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip link show: %v: %s", err, out)
+		}
+		o := string(out)
 		if !strings.Contains(o, "xdp") {
 			return
 		}
@@ -306,4 +312,141 @@ func helperTCP(t *testing.T, iface string, addr netip.Addr) {
 	for {
 		<-afxdpFramedEcho(l.(*stack.TCPListener))
 	}
+}
+
+// impairBytes is how much TestTCPIntegrityUnderImpairment moves each
+// way: 1 GiB, or LOWLAT_TCP_IMPAIR_MIB mebibytes.
+func impairBytes(t *testing.T) int64 {
+	if v := os.Getenv("LOWLAT_TCP_IMPAIR_MIB"); v != "" {
+		var mib int64
+		if _, err := fmt.Sscan(v, &mib); err != nil || mib <= 0 {
+			t.Fatalf("LOWLAT_TCP_IMPAIR_MIB=%q: want a positive number of MiB", v)
+		}
+		return mib << 20
+	}
+	return 1 << 30
+}
+
+// pattern fills b with the stream's bytes from offset off: a cheap,
+// position-dependent sequence, so that a byte lost, doubled or moved
+// changes the hash.
+func pattern(b []byte, off int64, seed uint64) {
+	for i := range b {
+		x := uint64(off+int64(i)) * (0x9e3779b97f4a7c15 ^ seed)
+		b[i] = byte(x >> 56)
+	}
+}
+
+// hashStream writes n bytes of pattern through w's writes and returns
+// their hash.
+func sendPattern(n int64, seed uint64, write func([]byte) (int, error)) ([32]byte, error) {
+	h := sha256.New()
+	buf := make([]byte, 256<<10)
+	for off := int64(0); off < n; {
+		k := int(min(int64(len(buf)), n-off))
+		pattern(buf[:k], off, seed)
+		h.Write(buf[:k])
+		if _, err := write(buf[:k]); err != nil {
+			return [32]byte{}, err
+		}
+		off += int64(k)
+	}
+	return [32]byte(h.Sum(nil)), nil
+}
+
+// recvHash reads until EOF and returns the hash and count of what came.
+func recvHash(read func([]byte) (int, error)) ([32]byte, int64, error) {
+	h := sha256.New()
+	buf := make([]byte, 256<<10)
+	var total int64
+	for {
+		n, err := read(buf)
+		h.Write(buf[:n])
+		total += int64(n)
+		if err == io.EOF {
+			return [32]byte(h.Sum(nil)), total, nil
+		}
+		if err != nil {
+			return [32]byte{}, total, err
+		}
+	}
+}
+
+// TestTCPIntegrityUnderImpairment moves 1 GiB each way at once between an
+// afxdp connection and the kernel's TCP through a relay that drops 1%,
+// reorders 1% and duplicates 0.5% of frames; both directions arrive
+// whole (by hash), the retransmission counters show the damage was met,
+// and the connection closes with a FIN each way.
+func TestTCPIntegrityUnderImpairment(t *testing.T) {
+	r := testnet.NewRelayPath(t, testnet.RelayConfig{Impair: testnet.Impair{Seed: 1, Loss: 0.01, Reorder: 0.01, Dup: 0.005}})
+	requireAFXDP(t, nil)
+	size := impairBytes(t)
+	ln := kernelTCPListen(t, r.B, tcpPort)
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	srvRecv, srvSent := make(chan result, 1), make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			srvRecv <- result{err: err}
+			srvSent <- result{err: err}
+			return
+		}
+		defer c.Close()
+		go func() {
+			sum, err := sendPattern(size, 2, c.Write)
+			c.(*net.TCPConn).CloseWrite()
+			srvSent <- result{sum: sum, err: err}
+		}()
+		sum, n, err := recvHash(c.Read)
+		srvRecv <- result{sum, n, err}
+	}()
+	start := time.Now()
+	c := dialAFXDP(t, r.A, netip.AddrPortFrom(r.BAddr, tcpPort), backend.Options{TCP: backend.TCPOptions{MinRTO: 5 * time.Millisecond}})
+	sent := make(chan result, 1)
+	go func() {
+		sum, err := sendPattern(size, 1, c.Write)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		sent <- result{sum: sum, err: err}
+	}()
+	got, n, err := recvHash(c.Read)
+	if err != nil {
+		t.Fatalf("afxdp read after %d bytes: %v", n, err)
+	}
+	cs := <-sent
+	if cs.err != nil {
+		t.Fatalf("afxdp write: %v", cs.err)
+	}
+	ss, sr := <-srvSent, <-srvRecv
+	if ss.err != nil || sr.err != nil {
+		t.Fatalf("kernel side: send %v, receive %v", ss.err, sr.err)
+	}
+	elapsed := time.Since(start)
+	if n != size || got != ss.sum {
+		t.Errorf("kernel to afxdp: %d of %d bytes, hash equal %v", n, size, got == ss.sum)
+	}
+	if sr.n != size || sr.sum != cs.sum {
+		t.Errorf("afxdp to kernel: %d of %d bytes, hash equal %v", sr.n, size, sr.sum == cs.sum)
+	}
+	// The last ACK of the FIN handshake may still be on its way.
+	st, state := c.TCPStats()
+	for i := 0; i < 500 && state != tcp.TimeWait && state != tcp.Closed; i++ {
+		time.Sleep(10 * time.Millisecond)
+		st, state = c.TCPStats()
+	}
+	rs := r.Stats()
+	t.Logf("%d MiB each way in %v; afxdp %+v; relay %+v", size>>20, elapsed, st, rs)
+	if st.Retransmits == 0 || st.OutOfOrder == 0 || rs.AToB.Dropped == 0 || rs.BToA.Dropped == 0 || rs.AToB.Duplicated == 0 {
+		t.Errorf("the impairment was not exercised: afxdp %+v, relay %+v", st, rs)
+	}
+	if state != tcp.TimeWait && state != tcp.Closed || st.RstSent+st.RstRecv != 0 {
+		t.Errorf("the connection did not close with FINs: %v, %+v", state, st)
+	}
+	c.Close()
+	waitNoXDP(t, nil, r.A)
 }

@@ -128,6 +128,8 @@ type Options struct {
 	Queue int
 	// XDP tunes the afxdp backend.
 	XDP XDPOptions
+	// TCP tunes the user-space TCP of the afxdp and efvi backends.
+	TCP TCPOptions
 
 	// Skipped is filled in by auto selection with the faster backends it
 	// passed over; a backend copies it into Info.Skipped. Callers leave it
@@ -158,6 +160,25 @@ type MulticastOptions struct {
 	NoLoopback bool
 }
 
+// TCPOptions tune the user-space TCP (afxdp, efvi). Zero values select
+// the defaults: Nagle off, every batch of segments acknowledged at once,
+// a 200 ms floor on the retransmission timeout, no keepalive, a minute of
+// TIME-WAIT. Kernel backends take their TCP settings from the kernel.
+type TCPOptions struct {
+	// Nagle holds back small segments while data is unacknowledged.
+	Nagle bool
+	// DelayedACK delays acknowledgments by up to this long.
+	DelayedACK time.Duration
+	// MinRTO is the retransmission timeout's floor: lower it on a
+	// network whose round trips are microseconds and whose losses must
+	// be repaired in less than 200 ms.
+	MinRTO time.Duration
+	// Keepalive probes an idle connection after this long.
+	Keepalive time.Duration
+	// TimeWait is how long a connection that closed first lingers.
+	TimeWait time.Duration
+}
+
 // XDPOptions tune the AF_XDP backend. Zero values select the defaults.
 type XDPOptions struct {
 	// Mode is "auto" (driver mode, else generic), "drv" or "skb".
@@ -185,6 +206,9 @@ type XDPOptions struct {
 
 // Validate checks o without touching the system.
 func (o *Options) Validate() error {
+	if o.TCP.DelayedACK < 0 || o.TCP.MinRTO < 0 || o.TCP.Keepalive < 0 || o.TCP.TimeWait < 0 {
+		return fmt.Errorf("tcp options %+v: durations must not be negative", o.TCP)
+	}
 	switch o.Backend {
 	case "", "auto", "onload", "efvi", "afxdp", "busypoll", "kernel":
 	default:

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -229,4 +230,84 @@ func TestJitter(t *testing.T) {
 			t.Fatalf("%v: exit %d (%s), want 2", bad, r.code, r.stderr)
 		}
 	}
+}
+
+// TestAFXDPTCPVeth: latprobe's TCP ping-pong across a veth pair with the
+// user-space TCP of afxdp at one end or both and the kernel's TCP
+// (busypoll) at the other, messages from 24 B to 8972 B (several
+// segments): every message answered, none lost.
+func TestAFXDPTCPVeth(t *testing.T) {
+	p := testnet.NewPair(t, testnet.Config{TxChecksumOff: true})
+	for i, c := range []struct{ server, client string }{
+		{"busypoll", "afxdp"}, {"afxdp", "busypoll"}, {"afxdp", "afxdp"},
+	} {
+		t.Run(c.client+" client, "+c.server+" server", func(t *testing.T) {
+			port := uint16(9700 + 10*i)
+			addr := startServer(t, []string{"ip", "netns", "exec", p.B.Name}, "--proto", "tcp",
+				"--backend", c.server, "--iface", p.B.Link, "--addr", netip.AddrPortFrom(p.B.Addr, port).String())
+			cmd := p.A.Command(binary, "client", "--peer", addr.String(), "--proto", "tcp", "--backend", c.client,
+				"--iface", p.A.Link, "--sizes", "24,1000,1448,1449,4096,8972", "--count", "300", "--warmup", "20", "--timeout", "5s", "--json")
+			cmd.Env = cleanEnv()
+			var out, errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			if err := runBounded(cmd, time.Minute); err != nil {
+				t.Fatalf("client: %v: %s%s", err, out.String(), errb.String())
+			}
+			rs := parseReports(t, out.String())
+			if len(rs) != 6 {
+				t.Fatalf("%d reports, want 6:\n%s", len(rs), out.String())
+			}
+			for _, r := range rs {
+				if r.Proto != "tcp" || r.Backend != c.client || r.Sent != 300 || r.Lost != 0 || r.Samples != 300 {
+					t.Errorf("report %+v", r)
+				}
+			}
+		})
+	}
+}
+
+// TestAFXDPTCPAndSockperf: sockperf's TCP server answers latprobe's
+// afxdp TCP client, and sockperf's TCP ping-pong client gets its answers
+// from latprobe's afxdp TCP server, across veth.
+func TestAFXDPTCPAndSockperf(t *testing.T) {
+	sp := needSockperf(t)
+	p := testnet.NewPair(t, testnet.Config{TxChecksumOff: true})
+	t.Run("sockperf server", func(t *testing.T) {
+		srv := p.B.Command(sp, "server", "-i", p.B.Addr.String(), "-p", "9800", "--tcp")
+		lines, stop, err := startLogged(srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop()
+		if _, err := waitLine(lines, sockperfReady); err != nil {
+			t.Fatalf("sockperf server: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		for _, size := range []string{"24", "8972"} {
+			cmd := p.A.Command(binary, "client", "--peer", netip.AddrPortFrom(p.B.Addr, 9800).String(), "--wire", "sockperf",
+				"--proto", "tcp", "--backend", "afxdp", "--iface", p.A.Link, "--size", size, "--count", "300", "--warmup", "20",
+				"--timeout", "5s", "--json")
+			cmd.Env = cleanEnv()
+			var out, errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			if err := runBounded(cmd, time.Minute); err != nil {
+				t.Fatalf("client: %v: %s%s", err, out.String(), errb.String())
+			}
+			if r := parseReports(t, out.String())[0]; r.Sent != 300 || r.Lost != 0 || r.Backend != "afxdp" {
+				t.Fatalf("size %s: report %+v", size, r)
+			}
+		}
+	})
+	t.Run("sockperf client", func(t *testing.T) {
+		addr := startServer(t, []string{"ip", "netns", "exec", p.B.Name}, "--proto", "tcp",
+			"--backend", "afxdp", "--iface", p.B.Link, "--addr", netip.AddrPortFrom(p.B.Addr, 9810).String())
+		for _, size := range []string{"24", "8972"} {
+			out, err := p.A.Command(sp, "ping-pong", "-i", addr.Addr().String(), "-p", fmt.Sprint(addr.Port()), "--tcp",
+				"-m", size, "-t", "1", "--full-rtt").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "Summary: Round trip is") || strings.Contains(string(out), "ERROR") ||
+				!regexp.MustCompile(`Total [1-9]\d* observations`).MatchString(string(out)) {
+				t.Fatalf("sockperf ping-pong -m %s: %v\n%s", size, err, out)
+			}
+		}
+	})
 }

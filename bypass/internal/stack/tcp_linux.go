@@ -701,6 +701,16 @@ func (st *Stack) tcpConfig(o backend.Options) tcp.Config {
 	if o.SendBuffer > 0 {
 		cfg.SendBuf = o.SendBuffer
 	}
+	t := o.TCP
+	cfg.Nagle = cfg.Nagle || t.Nagle
+	for _, f := range []struct {
+		dst *time.Duration
+		v   time.Duration
+	}{{&cfg.DelayedACK, t.DelayedACK}, {&cfg.MinRTO, t.MinRTO}, {&cfg.Keepalive, t.Keepalive}, {&cfg.TimeWait, t.TimeWait}} {
+		if f.v > 0 {
+			*f.dst = f.v
+		}
+	}
 	return cfg
 }
 
