@@ -3,8 +3,10 @@
 # both ends pinned and spinning, for each backend in turn, interleaved over
 # several repeats, and prints one JSON line per run and a summary table.
 #
-#   scripts/veth-compare.sh [-r REPEATS] [-n COUNT] [-b "afxdp busypoll"] [-s SIZE] [-t] [-R DURATION]
+#   scripts/veth-compare.sh [-r REPEATS] [-n COUNT] [-b "afxdp busypoll"] [-s SIZE] [-p udp|tcp] [-t] [-R DURATION]
 #
+# -p tcp measures TCP ping-pong instead: the kernel's TCP for busypoll, the
+# user-space TCP of the stack for afxdp.
 # -t passes --timestamps to both ends: each JSON line then carries the
 # round trip's stages (client_tx, network, server, client_rx).
 # -R DURATION runs a one-way flood instead (latprobe rate --mps max for
@@ -14,14 +16,15 @@
 # Needs root. Everything it creates (two namespaces and the veth between
 # them, on 10.199.9.0/30, which exists only inside them) is deleted on exit.
 set -euo pipefail
-repeats=5 count=200000 backends="afxdp busypoll" size=64 xdpmode=${XDP_MODE:-auto} stamps= flood=
-while getopts r:n:b:s:tR: opt; do
+repeats=5 count=200000 backends="afxdp busypoll" size=64 xdpmode=${XDP_MODE:-auto} stamps= flood= proto=udp
+while getopts r:n:b:s:p:tR: opt; do
   case $opt in
     r) repeats=$OPTARG ;; n) count=$OPTARG ;; b) backends=$OPTARG ;; s) size=$OPTARG ;; t) stamps=--timestamps ;;
-    R) flood=$OPTARG ;;
-    *) echo "usage: $0 [-r REPEATS] [-n COUNT] [-b BACKENDS] [-s SIZE] [-t] [-R DURATION]" >&2; exit 2 ;;
+    R) flood=$OPTARG ;; p) proto=$OPTARG ;;
+    *) echo "usage: $0 [-r REPEATS] [-n COUNT] [-b BACKENDS] [-s SIZE] [-p udp|tcp] [-t] [-R DURATION]" >&2; exit 2 ;;
   esac
 done
+case $proto in udp | tcp) ;; *) echo "veth-compare: -p $proto: want udp or tcp" >&2; exit 2 ;; esac
 [ "$(id -u)" = 0 ] || { echo "veth-compare: needs root (network namespaces, XDP)" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -53,7 +56,7 @@ for r in $(seq 1 "$repeats"); do
   for b in $backends; do
     port=$((port + 1))
     ip netns exec "$nsb" "$work/latprobe" server --backend "$b" $(xdpflag "$b") --iface vcmpb --addr "10.199.9.2:$port" \
-      --cpu "$scpu" --wait spin $stamps >"$work/server.log" 2>&1 &
+      --proto "$proto" --cpu "$scpu" --wait spin $stamps >"$work/server.log" 2>&1 &
     spid=$!
     sleep 0.5
     if [ -n "$flood" ]; then
@@ -62,7 +65,9 @@ for r in $(seq 1 "$repeats"); do
         >"$work/client.json" 2>"$work/client.err" || { cat "$work/client.err" "$work/server.log" >&2; exit 1; }
       echo "$b $(sed -n 's/.*"mps_received":\([0-9.]*\).*/\1/p' "$work/client.json")" >>"$work/mps"
     else
-      ip netns exec "$nsa" "$work/latprobe" client --backend "$b" $(xdpflag "$b") --iface vcmpa --addr "10.199.9.1:$((port + 1000))" \
+      caddr="--addr 10.199.9.1:$((port + 1000))"
+      [ "$proto" = tcp ] && caddr= # a TCP client takes an ephemeral port
+      ip netns exec "$nsa" "$work/latprobe" client --backend "$b" $(xdpflag "$b") --iface vcmpa $caddr --proto "$proto" \
         --peer "10.199.9.2:$port" --cpu 0 --wait spin --count "$count" --warmup 10000 --size "$size" --json $stamps \
         >"$work/client.json" 2>"$work/client.err" || { cat "$work/client.err" "$work/server.log" >&2; exit 1; }
     fi
