@@ -21,6 +21,10 @@ type (
 	TryStream    = backend.TryStream
 	StreamStats  = backend.StreamStats
 	StreamStater = backend.StreamStater
+	// TCPInfo is a user-space TCP connection's state and counters;
+	// afxdp and efvi streams implement TCPInfoer.
+	TCPInfo   = backend.TCPInfo
+	TCPInfoer = backend.TCPInfoer
 )
 
 // NetConn adapts a Stream to net.Conn, with the net package's rules:

@@ -371,3 +371,26 @@ type StreamStater interface {
 type ContextDialer interface {
 	DialTCPContext(ctx context.Context, raddr netip.AddrPort, o Options) (Stream, error)
 }
+
+// TCPInfo is a user-space TCP connection's state and counters (afxdp,
+// efvi): what Linux's TCP_INFO tells of a kernel socket.
+type TCPInfo struct {
+	State             string // "ESTABLISHED", "TIME-WAIT", ...
+	SRTT, RTO         time.Duration
+	Cwnd, SndWnd      uint32 // congestion window and the peer's window, bytes
+	SegsIn, SegsOut   uint64
+	BytesIn, BytesOut uint64 // payload delivered in order; payload acknowledged by the peer
+	Retransmits       uint64 // segments sent again
+	FastRetransmits   uint64 // losses repaired on duplicate ACKs
+	Timeouts          uint64 // retransmission timer expiries
+	OutOfOrder        uint64 // segments received ahead of a hole
+	DupAcks           uint64 // duplicate ACKs received
+	WindowProbes      uint64 // zero-window and keepalive probes sent
+	RstSent, RstRecv  uint64
+	Dropped           uint64 // segments dropped: out of window, old timestamp, ACK of unsent data, no room, no ACK
+}
+
+// TCPInfoer is implemented by streams of a user-space TCP.
+type TCPInfoer interface {
+	TCPInfo() TCPInfo
+}

@@ -262,6 +262,9 @@ func TestAFXDPTCPVeth(t *testing.T) {
 					t.Errorf("report %+v", r)
 				}
 			}
+			if c.client == "afxdp" && !strings.Contains(errb.String(), "tcp ESTABLISHED: srtt") {
+				t.Errorf("the client printed no TCP counters:\n%s", errb.String())
+			}
 		})
 	}
 }

@@ -29,9 +29,10 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 
 	var (
-		tr    latency.Transport
-		cinfo bypass.Info
-		local netip.AddrPort
+		tr     latency.Transport
+		cinfo  bypass.Info
+		local  netip.AddrPort
+		stream bypass.Stream
 	)
 	switch pl.proto {
 	case "udp":
@@ -48,6 +49,7 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("cannot connect to tcp %v: %w", pl.peer, err)
 		}
 		defer s.Close()
+		stream = s
 		tr, cinfo, local = streamTransport(s, pl.wire), s.Info(), s.LocalAddr()
 	}
 	if cinfo.Wait == bypass.WaitSpin {
@@ -60,6 +62,9 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	reports, err := measure(ctx, tr, pl, cinfo.Backend, p.hlog)
 	if perr := printReports(stdout, reports, p.json); perr != nil && err == nil {
 		err = perr
+	}
+	if ti, ok := stream.(bypass.TCPInfoer); ok {
+		fmt.Fprintln(info, tcpInfoLine(ti.TCPInfo()))
 	}
 	if err != nil && interrupted(err) {
 		fmt.Fprintln(info, "interrupted: the table shows what was measured until then")
@@ -119,4 +124,11 @@ func clientPeers(ctx context.Context, pl *plan, asJSON bool, stdout, info io.Wri
 		return nil
 	}
 	return err
+}
+
+// tcpInfoLine renders a user-space TCP connection's counters on one line:
+// "tcp ESTABLISHED: srtt 9µs rto 200ms cwnd 14480 retransmits 0 ...".
+func tcpInfoLine(ti bypass.TCPInfo) string {
+	return fmt.Sprintf("latprobe client: tcp %s: srtt %v rto %v cwnd %d segs in %d out %d retransmits %d fast %d timeouts %d out-of-order %d dup-acks %d dropped %d",
+		ti.State, ti.SRTT, ti.RTO, ti.Cwnd, ti.SegsIn, ti.SegsOut, ti.Retransmits, ti.FastRetransmits, ti.Timeouts, ti.OutOfOrder, ti.DupAcks, ti.Dropped)
 }

@@ -1197,3 +1197,18 @@ func Listen(acquire func(netip.Addr) (*Stack, error), laddr netip.AddrPort, o ba
 	defer st.Release()
 	return st.ListenTCP(laddr, o)
 }
+
+var _ backend.TCPInfoer = (*TCPConn)(nil)
+
+// TCPInfo returns the connection's state and counters.
+func (c *TCPConn) TCPInfo() backend.TCPInfo {
+	s, state := c.TCPStats()
+	return backend.TCPInfo{
+		State: state.String(), SRTT: s.SRTT, RTO: s.RTO, Cwnd: s.Cwnd, SndWnd: s.SndWnd,
+		SegsIn: s.SegsIn, SegsOut: s.SegsOut, BytesIn: s.BytesIn, BytesOut: s.BytesOut,
+		Retransmits: s.Retransmits, FastRetransmits: s.FastRetransmits, Timeouts: s.Timeouts,
+		OutOfOrder: s.OutOfOrder, DupAcks: s.DupAcks, WindowProbes: s.WindowProbes,
+		RstSent: s.RstSent, RstRecv: s.RstRecv,
+		Dropped: s.DropOutOfWindow + s.DropPAWS + s.DropAckUnsent + s.DropOOOFull + s.DropNoAck,
+	}
+}
