@@ -165,7 +165,7 @@ func (st *Stack) addFlow(s *Socket, dst netip.AddrPort) error {
 	st.socks[k] = s
 	st.rxMu.Unlock()
 	if st.steer != nil {
-		if err := st.steer.AddFlow(dst); err != nil {
+		if err := st.steering(func() error { return st.steer.AddFlow(dst) }); err != nil {
 			st.rxMu.Lock()
 			delete(st.socks, k)
 			st.rxMu.Unlock()
@@ -186,7 +186,7 @@ func (st *Stack) removeFlow(s *Socket, dst netip.AddrPort) error {
 	}
 	st.rxMu.Unlock()
 	if owned && st.steer != nil {
-		if err := st.steer.RemoveFlow(dst); err != nil {
+		if err := st.steering(func() error { return st.steer.RemoveFlow(dst) }); err != nil {
 			return fmt.Errorf("unsteer %v: %w", dst, err)
 		}
 	}

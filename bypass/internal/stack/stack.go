@@ -90,6 +90,11 @@ type Stack struct {
 	stampers atomic.Int32 // sockets that asked for receive stamps
 	rxClosed bool         // the driver is closed; under rxMu and txMu
 
+	// steerMu serialises calls into the driver's Steering and
+	// TCPSteering (a driver keeps its filters in plain maps). Taken alone
+	// or under rxMu, never the other way round.
+	steerMu sync.Mutex
+
 	// Transmit side, under txMu.
 	txMu   sync.Mutex
 	neigh  neighbours
@@ -185,6 +190,13 @@ func New(cfg Config) (_ *Stack, err error) {
 	st.initTCP(cfg)
 	st.undo = u.Take()
 	return st, nil
+}
+
+// steering runs one call into the driver's steering, one at a time.
+func (st *Stack) steering(call func() error) error {
+	st.steerMu.Lock()
+	defer st.steerMu.Unlock()
+	return call()
 }
 
 // Info describes the stack: backend, interface, queue and modes.

@@ -397,7 +397,7 @@ func (st *Stack) hold(laddr netip.AddrPort) (*tcpPort, error) {
 	}
 	t.held[p.key] = p
 	st.rxMu.Unlock()
-	if err := t.steer.AddTCPFlow(local); err != nil {
+	if err := st.steering(func() error { return t.steer.AddTCPFlow(local) }); err != nil {
 		st.rxMu.Lock()
 		delete(t.held, p.key)
 		st.rxMu.Unlock()
@@ -417,7 +417,7 @@ func (st *Stack) unhold(p *tcpPort) {
 		return
 	}
 	delete(st.tcp.held, p.key)
-	st.tcp.steer.RemoveTCPFlow(p.local)
+	st.steering(func() error { return st.tcp.steer.RemoveTCPFlow(p.local) })
 	p.res.Close()
 }
 
