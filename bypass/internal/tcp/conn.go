@@ -71,6 +71,7 @@ const (
 	DefaultTimeWait   = 60 * time.Second
 	DefaultKeepProbes = 9
 	defaultPeerMSS    = 536 // RFC 9293: when the peer sends no MSS option
+	minPeerMSS        = 48  // the least MSS taken from a peer (Linux's tcp_min_snd_mss)
 	maxOOOBlocks      = 16
 	maxWindowShift    = 14 // RFC 7323 section 2.3
 )
@@ -401,9 +402,9 @@ func (c *Conn) Read(b []byte, now int64) (int, error) {
 }
 
 // maybeWindowUpdate sends a pure ACK when reading has opened the window
-// enough to matter to the peer: by two segments and at least as much as
-// the peer can still send (receiver silly-window avoidance, RFC 9293
-// section 3.8.6.2.2).
+// enough to matter to the peer: by two segments (or half the buffer, when
+// that is less) and at least as much as the peer can still send (receiver
+// silly-window avoidance, RFC 9293 section 3.8.6.2.2).
 func (c *Conn) maybeWindowUpdate() {
 	if !c.state.synchronized() || c.peerFin {
 		return
@@ -414,7 +415,7 @@ func (c *Conn) maybeWindowUpdate() {
 		return
 	}
 	left := c.rcvAdv - c.rcvNxt
-	if grow >= 2*uint32(c.cfg.MSS) && grow >= left {
+	if grow >= min(2*uint32(c.cfg.MSS), c.rbuf.size()/2) && grow >= left {
 		c.sendAck()
 	}
 }
@@ -594,9 +595,30 @@ func (c *Conn) Input(s *frame.TCPSegment, now int64) {
 		c.sendAck()
 		return
 	}
+	if c.state == SynReceived && s.Flags&(frame.TCPSyn|frame.TCPAck|frame.TCPRst) == frame.TCPSyn|frame.TCPAck &&
+		s.Seq == c.irs && s.Ack == c.iss+1 && c.sndMax == c.iss+1 {
+		// Simultaneous open (RFC 9293 figure 7; Linux does the same): the
+		// peer's SYN-ACK acknowledges our SYN. Its window, as in any SYN,
+		// is not scaled.
+		c.lastRecv = now
+		if c.tsOK && o.HasTimestamp {
+			c.tsRecent = o.TSVal
+		}
+		c.sndWnd, c.sndWl1, c.sndWl2 = uint32(s.Window), s.Seq, s.Ack
+		c.ackedTo(s.Ack)
+		c.enter(Established)
+		c.output()
+		c.armKeepalive()
+		return
+	}
 	if !c.acceptable(s.Seq, segLen) {
 		c.stats.DropOutOfWindow++
 		if !rst {
+			if c.state == TimeWait && s.Flags&frame.TCPFin != 0 {
+				// The peer's FIN again (its sequence number is below
+				// RCV.NXT): acknowledge it and restart the wait.
+				c.enter(TimeWait)
+			}
 			c.sendAck()
 		}
 		return
@@ -752,6 +774,9 @@ func (c *Conn) synReceived(s *frame.TCPSegment) {
 	if peerMSS == 0 {
 		peerMSS = defaultPeerMSS
 	}
+	// A tiny MSS option would leave no room for data once the timestamps
+	// are counted (a zero MSS stalls output in a loop).
+	peerMSS = max(peerMSS, minPeerMSS)
 	c.wsOK = o.HasWScale && !c.cfg.NoWindowScale
 	if c.wsOK {
 		c.sndShift = min(o.WScale, maxWindowShift)
@@ -798,7 +823,7 @@ func (c *Conn) processAck(s *frame.TCPSegment) bool {
 		}
 		return true
 	}
-	acked := ack - c.sndUna
+	acked := c.dataIn(c.sndUna, ack) // data only: a SYN or FIN acknowledged grows no window
 	c.ackedTo(ack)
 	if c.inRecovery {
 		if seqGEQ(ack, c.recover) {
