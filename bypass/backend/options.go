@@ -169,6 +169,15 @@ type TCPOptions struct {
 	Nagle bool
 	// DelayedACK delays acknowledgments by up to this long.
 	DelayedACK time.Duration
+	// ImmediateACK acknowledges data at the end of the poll that received
+	// it, always. By default, data that a reading connection's own poll
+	// received is acknowledged on the connection's next call into the
+	// stack: in the segment of the answer when the application writes one
+	// first (a request and its reply then cost one segment each way, as
+	// with a kernel in its interactive mode), else at its next poll, or
+	// within a few milliseconds by the stack's keeper when it stops
+	// calling. There is no delayed-ACK timer either way.
+	ImmediateACK bool
 	// MinRTO is the retransmission timeout's floor: lower it on a
 	// network whose round trips are microseconds and whose losses must
 	// be repaired in less than 200 ms.

@@ -91,6 +91,8 @@ type tcpSide struct {
 	listeners map[flowKey]*TCPListener
 	held      map[flowKey]*tcpPort
 	dirty     []*TCPConn
+	deferred  []*TCPConn // ACKs left for the reader's next call (see recv)
+	reader    *TCPConn   // the connection whose Read is polling, if any
 	seg       frame.TCPSegment
 	objects   int // connections and listeners
 	orphans   int // connections the application has closed
@@ -297,9 +299,17 @@ func (st *Stack) tcpAfterBatch(polled int) {
 	t.lastPoll.Store(now)
 	for i, c := range t.dirty {
 		c.dirty = false
+		t.dirty[i] = nil
+		if c == t.reader && !c.immediateACK && !c.deferred && c.c.Readable() > 0 {
+			// The reader is about to take this data: its answer, if it
+			// writes one before polling again, carries the ACK.
+			c.deferred = true
+			t.deferred = append(t.deferred, c)
+			st.settle(c)
+			continue
+		}
 		c.c.Flush(now)
 		st.settle(c)
-		t.dirty[i] = nil
 	}
 	t.dirty = t.dirty[:0]
 	if t.nextTimer != 0 && now >= t.nextTimer {
@@ -428,6 +438,9 @@ func (st *Stack) pollLocked() int {
 	if st.rxClosed {
 		return 0
 	}
+	if len(st.tcp.deferred) > 0 {
+		st.flushDeferred()
+	}
 	n := st.d.Poll(st.frames)
 	batch := st.stamp(n)
 	for i := range n {
@@ -444,6 +457,22 @@ func (st *Stack) pollLocked() int {
 	}
 	st.tcpAfterBatch(n)
 	return n
+}
+
+// flushDeferred sends the ACKs left for readers' next calls that no
+// answer has carried. Under rxMu.
+func (st *Stack) flushDeferred() {
+	t := &st.tcp
+	now := st.tcpNow()
+	for i, c := range t.deferred {
+		t.deferred[i] = nil
+		c.deferred = false
+		if !c.gone {
+			c.c.Flush(now)
+			st.settle(c)
+		}
+	}
+	t.deferred = t.deferred[:0]
 }
 
 // ensureKeeper starts the stack's keeper unless it runs. The caller holds
@@ -528,9 +557,12 @@ type TCPConn struct {
 	rd     msgbuf.Reader
 	prefix [msgbuf.Header]byte
 
+	immediateACK bool // TCPOptions.ImmediateACK
+
 	// Under st.rxMu.
 	l         *TCPListener // the listener, until Accept takes it
 	dirty     bool
+	deferred  bool
 	gone      bool
 	orphan    bool
 	timeWait  bool
@@ -557,7 +589,7 @@ func (st *Stack) newConn(local, remote netip.AddrPort, dstMAC frame.MAC, o backe
 	if err != nil {
 		return nil, err
 	}
-	c := &TCPConn{st: st, laddr: local, raddr: remote, tmpl: tmpl, spin: o.Wait != backend.WaitBlock}
+	c := &TCPConn{st: st, laddr: local, raddr: remote, tmpl: tmpl, spin: o.Wait != backend.WaitBlock, immediateACK: o.TCP.ImmediateACK}
 	c.key = tcpKey{lip: local.Addr().As4(), rip: remote.Addr().As4(), lport: local.Port(), rport: remote.Port()}
 	c.w.efd = -1
 	if !c.spin {
@@ -771,7 +803,9 @@ func (c *TCPConn) recv(b []byte) (int, error) {
 		st.rxMu.Lock()
 		n, err := c.c.Read(b, st.tcpNow())
 		if n == 0 && err == nil {
+			st.tcp.reader = c
 			st.pollLocked()
+			st.tcp.reader = nil
 			n, err = c.c.Read(b, st.tcpNow())
 		}
 		st.settle(c)

@@ -33,6 +33,19 @@ type link struct {
 	dup            float64
 	held           [2][]byte
 	dropped, moved int
+	pureACKs       [2]int // segments with no data and only ACK set, per direction
+}
+
+// isPureACK reports whether f is a TCP segment with no data and no flag
+// but ACK.
+func isPureACK(f []byte) bool {
+	var flt frame.Filter
+	flt.AcceptTCP(true)
+	var p frame.Packet
+	if flt.Parse(f, &p) != frame.OK || p.Proto != frame.ProtoTCP {
+		return false
+	}
+	return len(p.Payload) == int(p.Payload[12]>>4)*4 && p.Payload[13] == frame.TCPAck
 }
 
 func newLink(t testing.TB, cfgTCP tcp.Config) *link {
@@ -85,6 +98,9 @@ func newLink(t testing.TB, cfgTCP tcp.Config) *link {
 func (l *link) carry(dir int, to *MemDriver, f []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if isPureACK(f) {
+		l.pureACKs[dir]++
+	}
 	if l.rng != nil {
 		r := l.rng.Float64()
 		switch {
@@ -290,4 +306,53 @@ func TestTCPNoListenerResetAndRefused(t *testing.T) {
 	ln.Close()
 	l.close(t)
 	waitFor(t, func() bool { return l.da.Closed() && l.db.Closed() })
+}
+
+// TestTCPAckRidesOnTheAnswer: a server that answers each request before
+// polling again sends one segment per request, the answer carrying the
+// ACK; with ImmediateACK the request is acknowledged on its own first.
+func TestTCPAckRidesOnTheAnswer(t *testing.T) {
+	for _, immediate := range []bool{false, true} {
+		l := newLink(t, tcp.Config{})
+		_, c, s := l.connect(t, backend.Options{TCP: backend.TCPOptions{ImmediateACK: immediate}})
+		go func() {
+			buf := make([]byte, 256)
+			for {
+				n, err := s.ReadMsg(buf)
+				if err != nil {
+					s.Close()
+					return
+				}
+				s.WriteMsg(buf[:n])
+			}
+		}()
+		buf := make([]byte, 256)
+		roundTrip := func() {
+			if err := c.WriteMsg(make([]byte, 64)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.ReadMsg(buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 10 {
+			roundTrip()
+		}
+		l.mu.Lock()
+		before := l.pureACKs[1]
+		l.mu.Unlock()
+		const rounds = 200
+		for range rounds {
+			roundTrip()
+		}
+		l.mu.Lock()
+		pure := l.pureACKs[1] - before
+		l.mu.Unlock()
+		t.Logf("immediate %v: %d pure ACKs from the server in %d round trips", immediate, pure, rounds)
+		if immediate && pure < rounds || !immediate && pure > rounds/2 {
+			t.Errorf("immediate %v: %d pure ACKs from the server in %d round trips", immediate, pure, rounds)
+		}
+		c.Close()
+		l.close(t)
+	}
 }

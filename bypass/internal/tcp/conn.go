@@ -227,6 +227,7 @@ type Conn struct {
 	kaProbes                            int
 
 	ackNow   bool // an ACK is owed now
+	holdAck  bool // Input's output: leave a pure ACK to Flush
 	ackOwed  int  // bytes received and not yet acknowledged (delayed ACK)
 	lastRecv int64
 
@@ -694,7 +695,11 @@ func (c *Conn) Input(s *frame.TCPSegment, now int64) {
 	} else if s.Flags&frame.TCPFin != 0 {
 		c.receiveFin(s.Seq)
 	}
+	// Data the ACK freed room for goes now, carrying the ACK; a pure
+	// ACK waits for Flush at the end of the batch (or for the answer).
+	c.holdAck = true
 	c.output()
+	c.holdAck = false
 	c.armKeepalive()
 }
 
@@ -817,8 +822,12 @@ func (c *Conn) processAck(s *frame.TCPSegment) bool {
 		}
 	}
 	if ack == c.sndUna {
+		// A duplicate ACK (RFC 5681): no data, same window, data
+		// outstanding. One that carries SACK blocks reports a segment
+		// received past a hole whatever its window says (a receiver that
+		// grows its buffer changes the window in every ACK).
 		if len(s.Payload) == 0 && s.Flags&(frame.TCPSyn|frame.TCPFin) == 0 &&
-			wnd == oldWnd && c.sndMax != c.sndUna {
+			(wnd == oldWnd || c.sackOK && s.Options.NSACK > 0) && c.sndMax != c.sndUna {
 			c.dupAck()
 		}
 		return true
@@ -1100,7 +1109,7 @@ func (c *Conn) output() {
 		return
 	case Established, CloseWait, FinWait1, Closing, LastAck:
 	default:
-		if c.ackNow {
+		if c.ackNow && !c.holdAck {
 			c.sendAck()
 		}
 		return
@@ -1131,7 +1140,7 @@ func (c *Conn) output() {
 			c.armPersist()
 		}
 	}
-	if c.ackNow {
+	if c.ackNow && !c.holdAck {
 		c.sendAck()
 	}
 }
