@@ -5,8 +5,8 @@ package efvi
 import (
 	"errors"
 	"net/netip"
-	"sync"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 

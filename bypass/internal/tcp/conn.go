@@ -223,6 +223,7 @@ type Conn struct {
 
 	// Timers: absolute deadlines, 0 when off.
 	rtoAt, persistAt, twAt, kaAt, ackAt int64
+	retryAt                             int64 // the output refused a segment: try again
 	persistBackoff                      int
 	kaProbes                            int
 
@@ -365,6 +366,9 @@ func (c *Conn) Write2(a, b []byte, now int64) (int, error) {
 	free := int(c.sbuf.size() - (c.sndEnd - c.sndStart()))
 	n := 0
 	for _, p := range [2][]byte{a, b} {
+		if len(p) == 0 {
+			continue
+		}
 		k := min(len(p), free-n)
 		if k <= 0 {
 			break
@@ -377,6 +381,9 @@ func (c *Conn) Write2(a, b []byte, now int64) (int, error) {
 		return 0, nil
 	}
 	c.output()
+	if c.kaAt != 0 {
+		c.armKeepalive()
+	}
 	return n, nil
 }
 
@@ -476,17 +483,21 @@ func (c *Conn) enter(s State) {
 	c.state = s
 	switch s {
 	case Closed:
-		c.rtoAt, c.persistAt, c.twAt, c.kaAt, c.ackAt = 0, 0, 0, 0, 0
+		c.rtoAt, c.persistAt, c.twAt, c.kaAt, c.ackAt, c.retryAt = 0, 0, 0, 0, 0, 0
 	case TimeWait:
-		c.rtoAt, c.persistAt, c.kaAt, c.ackAt = 0, 0, 0, 0
+		c.rtoAt, c.persistAt, c.kaAt, c.ackAt, c.retryAt = 0, 0, 0, 0, 0
 		c.twAt = c.now + int64(c.cfg.TimeWait)
+	default:
+		if s != Established {
+			c.kaAt = 0
+		}
 	}
 }
 
 // NextDeadline is the earliest timer's deadline, 0 when none runs.
 func (c *Conn) NextDeadline() int64 {
 	d := int64(0)
-	for _, t := range [...]int64{c.rtoAt, c.persistAt, c.twAt, c.kaAt, c.ackAt} {
+	for _, t := range [...]int64{c.rtoAt, c.persistAt, c.twAt, c.kaAt, c.ackAt, c.retryAt} {
 		if t != 0 && (d == 0 || t < d) {
 			d = t
 		}
@@ -514,6 +525,10 @@ func (c *Conn) Tick(now int64) {
 		c.sendProbe()
 		c.persistBackoff++
 		c.armPersist()
+	}
+	if c.retryAt != 0 && now >= c.retryAt {
+		c.retryAt = 0
+		c.output()
 	}
 	if c.kaAt != 0 && now >= c.kaAt {
 		if c.kaProbes >= c.cfg.KeepaliveProbes {
@@ -1085,9 +1100,14 @@ func (c *Conn) receiveFin(seq uint32) {
 	}
 }
 
+// armKeepalive runs the keepalive timer while the connection is
+// established with nothing unacknowledged (the retransmission timer
+// watches the peer otherwise), and stops it else.
 func (c *Conn) armKeepalive() {
-	if c.cfg.Keepalive > 0 && c.state == Established {
+	if c.cfg.Keepalive > 0 && c.state == Established && c.sndUna == c.sndMax {
 		c.kaAt = c.lastRecv + int64(c.cfg.Keepalive)
+	} else {
+		c.kaAt = 0
 	}
 }
 
@@ -1098,6 +1118,7 @@ func (c *Conn) output() {
 	case SynSent, SynReceived:
 		if c.sndNxt == c.iss {
 			if !c.sendSYN() {
+				c.refused()
 				return
 			}
 			c.sndNxt = c.iss + 1
@@ -1129,11 +1150,12 @@ func (c *Conn) output() {
 			break
 		}
 		if !c.sendFrom(c.sndNxt, n) {
+			c.refused()
 			return
 		}
 	}
-	if c.finQueued && c.sndNxt == c.sndEnd {
-		c.sendFrom(c.sndNxt, 0) // the FIN alone
+	if c.finQueued && c.sndNxt == c.sndEnd && !c.sendFrom(c.sndNxt, 0) { // the FIN alone
+		c.refused()
 	}
 	if c.sndWnd == 0 && c.sndNxt == c.sndUna && (c.sndEnd != c.sndNxt || c.finQueued && c.sndNxt == c.sndEnd) {
 		if c.persistAt == 0 && c.rtoAt == 0 {
@@ -1144,6 +1166,19 @@ func (c *Conn) output() {
 		c.sendAck()
 	}
 }
+
+// refused notes that the output took no segment (every transmit buffer
+// in flight): with nothing in flight no ACK will call output again, so a
+// short timer does.
+func (c *Conn) refused() {
+	if c.retryAt == 0 {
+		c.retryAt = c.now + int64(retryAfter)
+	}
+}
+
+// retryAfter is how soon output is tried again after the output refused
+// a segment.
+const retryAfter = 50 * time.Microsecond
 
 // sendFrom sends one segment from seq: up to n bytes of data (n 0: the
 // FIN alone), the FIN when the segment reaches it, the SYN when seq is

@@ -318,3 +318,44 @@ func TestTimeWaitEnds(t *testing.T) {
 		t.Errorf("clean close left errors %v, %v", n.a.Err(), n.b.Err())
 	}
 }
+
+// TestRefusedOutputRetries: a segment the output refuses (every transmit
+// buffer in flight) with nothing else in flight is tried again by a
+// timer, not left until the next call.
+func TestRefusedOutputRetries(t *testing.T) {
+	n := newNet(t, Config{MSS: 1460}, Config{MSS: 1460}, nil)
+	n.settle(established(n), 100)
+	n.ab.full = true
+	if w, err := n.a.Write([]byte("order"), n.now); w != 5 || err != nil {
+		t.Fatalf("write: %d, %v", w, err)
+	}
+	d := n.a.NextDeadline()
+	if len(n.ab.q) != 0 || d == 0 || d-n.now > int64(time.Millisecond) {
+		t.Fatalf("refused: %d segments queued, next deadline in %v", len(n.ab.q), time.Duration(d-n.now))
+	}
+	n.ab.full = false
+	n.now = d
+	n.a.Tick(n.now)
+	if segs := n.ab.take(t); len(segs) != 1 || string(segs[0].Payload) != "order" {
+		t.Fatalf("after the retry: %v", segs)
+	}
+}
+
+// TestKeepaliveOnlyWhenIdle: keepalive probes an established connection
+// with nothing unacknowledged, and stops when it leaves ESTABLISHED.
+func TestKeepaliveOnlyWhenIdle(t *testing.T) {
+	n := newNet(t, Config{MSS: 1460, Keepalive: time.Second}, Config{MSS: 1460}, nil)
+	n.settle(established(n), 100)
+	if n.a.kaAt == 0 {
+		t.Fatal("no keepalive timer on an idle established connection")
+	}
+	n.a.Write([]byte("x"), n.now)
+	if n.a.kaAt != 0 {
+		t.Fatal("keepalive runs while data is unacknowledged")
+	}
+	n.settle(func() bool { return n.a.Unacked() == 0 }, 100)
+	n.a.CloseWrite(n.now)
+	if n.a.kaAt != 0 {
+		t.Fatal("keepalive runs in FIN-WAIT-1")
+	}
+}
