@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -47,6 +46,9 @@ const (
 	// keeperIdle is how long the stack may go unpolled before the keeper
 	// polls it, and the longest the keeper sleeps.
 	keeperIdle = 2 * time.Millisecond
+	// keeperBusy is how long the keeper sleeps after finding the stack
+	// polled by someone else.
+	keeperBusy = 50 * time.Millisecond
 	// orphanLinger bounds how long connections the application has
 	// closed keep the stack open after everything else on it has closed:
 	// then they are reset, and the stack closes.
@@ -497,8 +499,17 @@ func (st *Stack) ensureKeeper() {
 func (st *Stack) keep() {
 	t := &st.tcp
 	var lingerSince int64
+	sleep := keeperIdle
 	for {
-		time.Sleep(keeperIdle)
+		time.Sleep(sleep)
+		if lingerSince == 0 && st.clock()-t.lastPoll.Load() < int64(keeperIdle) {
+			// Someone polls the stack and runs its timers: look again
+			// later, without touching its locks. A keeper that woke every
+			// 2 ms beside a spinning reader cost that reader its tail.
+			sleep = keeperBusy
+			continue
+		}
+		sleep = keeperIdle
 		lone := st.refCount() == 1
 		st.rxMu.Lock()
 		now := st.clock()
@@ -753,12 +764,6 @@ func (c *TCPConn) idle(spins uint32, start *time.Time, timeout time.Duration, g 
 	if c.spin && spins&63 != 0 {
 		return nil
 	}
-	if c.spin {
-		// Let goroutines that share this one's thread run (another
-		// connection's reader, the application's own): a hot thread that
-		// has its CPU to itself finds none and goes on at once.
-		runtime.Gosched()
-	}
 	if g.Closed() {
 		return backend.ErrClosed
 	}
@@ -982,13 +987,13 @@ type TCPListener struct {
 	port    *tcpPort
 	backlog int
 	opts    backend.Options
-	spin    bool
 	gate    gate.Pair
 	w       waiter
 
 	// Under st.rxMu.
-	pending int        // connections in SYN-RECEIVED
-	ready   []*TCPConn // established, waiting for Accept
+	pending int          // connections in SYN-RECEIVED
+	ready   []*TCPConn   // established, waiting for Accept
+	readyN  atomic.Int32 // len(ready), for a look without the lock
 	closed  bool
 }
 
@@ -1020,17 +1025,12 @@ func (st *Stack) ListenTCP(laddr netip.AddrPort, o backend.Options) (_ *TCPListe
 	if err != nil {
 		return nil, err
 	}
-	l := &TCPListener{st: st, laddr: port.local, key: port.key, port: port, backlog: backend.DefaultBacklog, opts: o, spin: o.Wait != backend.WaitBlock}
-	l.w.efd = -1
-	if !l.spin && len(st.waitFDs) > 0 {
-		if err := l.w.init(st.waitFDs); err != nil {
-			st.rxMu.Lock()
-			st.unhold(port)
-			st.rxMu.Unlock()
-			return nil, err
-		}
-	} else {
-		l.spin = true
+	l := &TCPListener{st: st, laddr: port.local, key: port.key, port: port, backlog: backend.DefaultBacklog, opts: o}
+	if err := l.w.init(st.waitFDs); err != nil {
+		st.rxMu.Lock()
+		st.unhold(port)
+		st.rxMu.Unlock()
+		return nil, err
 	}
 	st.ensureKeeper()
 	st.rxMu.Lock()
@@ -1090,6 +1090,7 @@ func (l *TCPListener) established(c *TCPConn) {
 	}
 	l.pending--
 	l.ready = append(l.ready, c)
+	l.readyN.Store(int32(len(l.ready)))
 	l.w.notify()
 }
 
@@ -1097,6 +1098,7 @@ func (l *TCPListener) established(c *TCPConn) {
 func (l *TCPListener) forget(c *TCPConn) {
 	if i := slices.Index(l.ready, c); i >= 0 {
 		l.ready = slices.Delete(l.ready, i, i+1)
+		l.readyN.Store(int32(len(l.ready)))
 	} else {
 		l.pending--
 	}
@@ -1112,42 +1114,56 @@ func (l *TCPListener) Accept() (backend.Stream, error) {
 	return c, nil
 }
 
-// AcceptTCP is Accept returning the connection's own type.
+// AcceptTCP is Accept returning the connection's own type. Accepting
+// sleeps, whatever the wait mode (the connections it returns spin or
+// sleep as Options.Wait says): a listener spinning beside a spinning
+// reader would take CPU time from it. While other threads poll the stack
+// it waits for them to complete a handshake; when nobody has polled for
+// keeperIdle it polls itself and sleeps on the device.
 func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 	if !l.gate.R.Enter() {
 		return nil, backend.ErrClosed
 	}
 	defer l.gate.R.Exit()
 	st := l.st
-	for spins := uint32(1); ; spins++ {
-		st.rxMu.Lock()
-		if len(l.ready) == 0 {
-			st.pollLocked()
-		}
-		var c *TCPConn
-		if len(l.ready) > 0 {
-			c = l.ready[0]
-			l.ready = slices.Delete(l.ready, 0, 1)
-			c.l = nil
-		}
-		st.tcp.now = 0
-		st.rxMu.Unlock()
-		st.tcpKick()
-		if c != nil {
-			st.ref() // the connection's own; the listener holds one, so this cannot fail
-			return c, nil
-		}
-		if l.spin && spins&63 != 0 {
-			continue
+	t := &st.tcp
+	for {
+		idle := st.clock()-t.lastPoll.Load() >= int64(keeperIdle)
+		if idle || l.readyN.Load() > 0 {
+			st.rxMu.Lock()
+			if len(l.ready) == 0 && idle {
+				st.pollLocked()
+			}
+			var c *TCPConn
+			if len(l.ready) > 0 {
+				c = l.ready[0]
+				l.ready = slices.Delete(l.ready, 0, 1)
+				l.readyN.Store(int32(len(l.ready)))
+				c.l = nil
+			}
+			st.tcp.now = 0
+			st.rxMu.Unlock()
+			st.tcpKick()
+			if c != nil {
+				st.ref() // the connection's own; the listener holds one, so this cannot fail
+				return c, nil
+			}
 		}
 		if l.gate.R.Closed() {
 			return nil, backend.ErrClosed
 		}
-		if !l.spin {
-			l.w.sleeping.Store(true)
-			l.w.wait(time.Millisecond)
-			l.w.sleeping.Store(false)
+		// Sleep: on the device too when nobody else polls, else on the
+		// eventfd alone, which established (another thread's poll) and
+		// Close signal; a timed-out wait touches no lock.
+		l.w.sleeping.Store(true)
+		if l.readyN.Load() == 0 && !l.gate.R.Closed() {
+			if idle {
+				l.w.wait(keeperIdle)
+			} else {
+				l.w.waitOwn(keeperBusy)
+			}
 		}
+		l.w.sleeping.Store(false)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -49,6 +50,11 @@ func isPureACK(f []byte) bool {
 }
 
 func newLink(t testing.TB, cfgTCP tcp.Config) *link {
+	// Spinning readers and writers hold a P each; the link's own
+	// goroutines need Ps of their own to be scheduled before the
+	// runtime's 10 ms preemption.
+	prev := runtime.GOMAXPROCS(16)
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
 	l := &link{ipA: netip.MustParseAddr("10.9.0.1"), ipB: netip.MustParseAddr("10.9.0.2"),
 		macA: frame.MAC{2, 0, 0, 0, 0, 1}, macB: frame.MAC{2, 0, 0, 0, 0, 2}, pa: &MemPorts{}, pb: &MemPorts{}}
 	l.da, l.db = NewMemDriver(2048, 512, 512), NewMemDriver(2048, 512, 512)

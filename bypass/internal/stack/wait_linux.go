@@ -76,6 +76,16 @@ func (w *waiter) wait(left time.Duration) (woke bool, err error) {
 	}
 }
 
+// waitOwn is wait on the eventfd alone, not the driver's descriptors:
+// for a waiter that other threads' polls notify.
+func (w *waiter) waitOwn(left time.Duration) (woke bool, err error) {
+	all := w.fds
+	w.fds = all[len(all)-1:]
+	woke, err = w.wait(left)
+	w.fds = all
+	return woke, err
+}
+
 func (w *waiter) close() error {
 	if w.efd >= 0 {
 		unix.Close(w.efd)
