@@ -48,7 +48,7 @@ const (
 	keeperIdle = 2 * time.Millisecond
 	// keeperBusy is how long the keeper sleeps after finding the stack
 	// polled by someone else.
-	keeperBusy = 50 * time.Millisecond
+	keeperBusy = 100 * time.Millisecond
 	// orphanLinger bounds how long connections the application has
 	// closed keep the stack open after everything else on it has closed:
 	// then they are reset, and the stack closes.
@@ -1160,7 +1160,9 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 			if idle {
 				l.w.wait(keeperIdle)
 			} else {
-				l.w.waitOwn(keeperBusy)
+				// The stack's keeper polls it if the others stop, and
+				// its poll completes handshakes too.
+				l.w.waitOwn(0)
 			}
 		}
 		l.w.sleeping.Store(false)
