@@ -48,11 +48,11 @@ func (imp Impair) validate() error {
 		v    float64
 	}{{"Loss", imp.Loss}, {"Reorder", imp.Reorder}, {"Dup", imp.Dup}} {
 		if !(f.v >= 0 && f.v <= 1) {
-			return fmt.Errorf("Impair.%s is %v; want a fraction in [0, 1]", f.name, f.v)
+			return fmt.Errorf("impairment: %s is %v; want a fraction in [0, 1]", f.name, f.v)
 		}
 	}
 	if s := imp.Loss + imp.Reorder + imp.Dup; s > 1 {
-		return fmt.Errorf("Impair fractions add up to %v; want at most 1", s)
+		return fmt.Errorf("impairment: the fractions add up to %v; want at most 1", s)
 	}
 	return nil
 }

@@ -994,7 +994,6 @@ type TCPListener struct {
 	pending int          // connections in SYN-RECEIVED
 	ready   []*TCPConn   // established, waiting for Accept
 	readyN  atomic.Int32 // len(ready), for a look without the lock
-	closed  bool
 }
 
 var _ backend.StreamListener = (*TCPListener)(nil)

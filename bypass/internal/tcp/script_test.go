@@ -239,9 +239,6 @@ func withSACK(edges ...uint32) mod {
 	}
 }
 
-// withEcr expects TSEcr v.
-func withEcr(v uint32) mod { return func(_ *script, e *exp) { e.opts.TSEcr = v } }
-
 // withOpts expects exactly the options o; a timestamp option in o gets the
 // connection's current TSVal when o's is 0.
 func withOpts(o frame.TCPOptions) mod {
