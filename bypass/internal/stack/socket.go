@@ -363,16 +363,24 @@ func (s *Socket) idle(spins uint32, start *time.Time) error {
 	if s.gate.R.Closed() {
 		return backend.ErrClosed
 	}
-	to := time.Duration(s.timeout.Load())
-	if to == 0 {
-		return nil
-	}
-	if start.IsZero() {
-		*start = time.Now()
-	} else if time.Since(*start) >= to {
+	if timedOut(start, time.Duration(s.timeout.Load())) {
 		return backend.ErrTimeout
 	}
 	return nil
+}
+
+// timedOut starts a wait's clock at its first idle look (*start zero)
+// and reports, at later looks, whether the wait has lasted to (0: no
+// limit).
+func timedOut(start *time.Time, to time.Duration) bool {
+	if to <= 0 {
+		return false
+	}
+	if start.IsZero() {
+		*start = time.Now()
+		return false
+	}
+	return time.Since(*start) >= to
 }
 
 // sleep waits in ppoll. The socket says it sleeps before it looks at its

@@ -767,12 +767,8 @@ func (c *TCPConn) idle(spins uint32, start *time.Time, timeout time.Duration, g 
 	if g.Closed() {
 		return backend.ErrClosed
 	}
-	if timeout > 0 {
-		if start.IsZero() {
-			*start = time.Now()
-		} else if time.Since(*start) >= timeout {
-			return backend.ErrTimeout
-		}
+	if timedOut(start, timeout) {
+		return backend.ErrTimeout
 	}
 	if !c.spin {
 		c.w.sleeping.Store(true)
