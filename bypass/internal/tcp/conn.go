@@ -241,6 +241,8 @@ type Conn struct {
 func NewActive(cfg Config, out Output, lport, rport uint16, iss uint32, now int64) *Conn {
 	c := newConn(cfg, out, lport, rport, iss, now)
 	c.state = SynSent
+	c.sbuf.alloc()
+	c.rbuf.alloc()
 	c.output()
 	return c
 }
@@ -363,6 +365,7 @@ func (c *Conn) Write2(a, b []byte, now int64) (int, error) {
 		}
 		return 0, syscall.EPIPE
 	}
+	c.sbuf.alloc()
 	free := int(c.sbuf.size() - (c.sndEnd - c.sndStart()))
 	n := 0
 	for _, p := range [2][]byte{a, b} {
@@ -482,6 +485,9 @@ func (c *Conn) reset(err error) {
 func (c *Conn) enter(s State) {
 	c.state = s
 	switch s {
+	case Established:
+		c.sbuf.alloc() // a passive open's buffers come with the handshake's end
+		c.rbuf.alloc()
 	case Closed:
 		c.rtoAt, c.persistAt, c.twAt, c.kaAt, c.ackAt, c.retryAt = 0, 0, 0, 0, 0, 0
 	case TimeWait:
@@ -983,6 +989,7 @@ func (c *Conn) receive(seq uint32, p []byte, fin bool) {
 		}
 		p, fin = p[:edge-seq], false
 	}
+	c.rbuf.alloc()
 	if seq != c.rcvNxt {
 		c.stats.OutOfOrder++
 		if !c.addOOO(seq, seq+uint32(len(p))) {

@@ -359,3 +359,17 @@ func TestKeepaliveOnlyWhenIdle(t *testing.T) {
 		t.Fatal("keepalive runs in FIN-WAIT-1")
 	}
 }
+
+// TestHandshakeHoldsNoBuffers: a passive open costs no buffer memory until
+// its handshake completes, so that a SYN flood up to the backlog costs
+// connections' headers, not their buffers.
+func TestHandshakeHoldsNoBuffers(t *testing.T) {
+	n := newNet(t, Config{MSS: 1460}, Config{MSS: 1460}, nil)
+	if n.b.State() != SynReceived || n.b.rbuf.b != nil || n.b.sbuf.b != nil {
+		t.Fatalf("SYN-RECEIVED with buffers: %v, %d, %d", n.b.State(), len(n.b.rbuf.b), len(n.b.sbuf.b))
+	}
+	n.settle(established(n), 100)
+	if len(n.b.rbuf.b) != DefaultBuffer || len(n.b.sbuf.b) != DefaultBuffer {
+		t.Fatalf("established without buffers: %d, %d", len(n.b.rbuf.b), len(n.b.sbuf.b))
+	}
+}

@@ -15,21 +15,32 @@ func seqMax(a, b uint32) uint32 {
 }
 
 // ring is a byte buffer of a power-of-two size addressed by sequence
-// number: the byte with sequence s sits at b[s&mask].
+// number: the byte with sequence s sits at b[s&mask]. Its memory is
+// allocated by alloc, so that a connection still in its handshake (a
+// SYN flood's) costs no buffers.
 type ring struct {
 	b    []byte
 	mask uint32
 }
 
+// newRing returns a ring of size bytes rounded up to a power of two,
+// not yet allocated.
 func newRing(size int) ring {
 	n := 1
 	for n < size {
 		n <<= 1
 	}
-	return ring{b: make([]byte, n), mask: uint32(n - 1)}
+	return ring{mask: uint32(n - 1)}
 }
 
-func (r *ring) size() uint32 { return uint32(len(r.b)) }
+// alloc gives the ring its memory, once.
+func (r *ring) alloc() {
+	if r.b == nil {
+		r.b = make([]byte, r.mask+1)
+	}
+}
+
+func (r *ring) size() uint32 { return r.mask + 1 }
 
 // put copies p to the sequence space starting at s.
 func (r *ring) put(s uint32, p []byte) {
