@@ -168,8 +168,11 @@ func program(flows, xsks *ebpf.Map) asm.Instructions {
 // 4.2-4.9 us native (docs/afxdp.md).
 var preferGeneric = map[string]bool{"veth": true}
 
-// maxFlows bounds the steering map: bound ports plus joined groups.
-const maxFlows = 256
+// maxFlows bounds the steering map: bound UDP ports, joined groups, TCP
+// listeners, and each dialled TCP connection's port until its TIME-WAIT
+// ends (so a client that dials and closes often needs thousands). About
+// 1 MiB of kernel memory.
+const maxFlows = 16384
 
 // attach creates the maps, loads the program and links it to the interface
 // in the requested mode. "auto" tries driver mode, then generic, except on

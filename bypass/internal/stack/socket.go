@@ -211,6 +211,9 @@ func (s *Socket) serve(msgs []backend.Message) int {
 	if got == len(msgs) {
 		return got
 	}
+	if len(st.tcp.deferred) > 0 {
+		st.flushDeferred() // a UDP reader's poll stands in for the TCP reader's
+	}
 	n := st.d.Poll(st.frames)
 	batch := st.stamp(n)
 	for i := range n {

@@ -53,6 +53,10 @@ const (
 	// closed keep the stack open after everything else on it has closed:
 	// then they are reset, and the stack closes.
 	orphanLinger = 2 * time.Second
+	// orphanLife bounds how long a connection the application closed may
+	// take to finish its FIN handshake (a peer gone quiet in FIN-WAIT-2, a
+	// zero window that never opens); TIME-WAIT follows on its own timer.
+	orphanLife = 60 * time.Second
 	// tcpCheckEvery is how many empty polls pass between timer checks.
 	tcpCheckEvery = 64
 )
@@ -67,6 +71,7 @@ type TCPStats struct {
 	ListenOverflows uint64 // SYNs refused (with a RST) because the backlog was full
 	TimeWaitDropped uint64 // connections dropped on entering a full TIME-WAIT table
 	TxNoBuffer      uint64 // segments not sent because every transmit buffer was in flight
+	UnsteerFailed   uint64 // ports kept from the kernel because the device would not stop steering them
 }
 
 // tcpKey demultiplexes a segment to its connection.
@@ -110,6 +115,7 @@ type tcpSide struct {
 
 	dropChecksum, dropMalformed, dropNoPort, noConnReset atomic.Uint64
 	listenOverflows, timeWaitDropped, txNoBuffer         atomic.Uint64
+	unsteerFailed                                        atomic.Uint64
 }
 
 func (st *Stack) initTCP(cfg Config) {
@@ -142,7 +148,7 @@ func (st *Stack) TCPStats() TCPStats {
 		DropChecksum: t.dropChecksum.Load(), DropMalformed: t.dropMalformed.Load(),
 		DropNoPort: t.dropNoPort.Load(), NoConnReset: t.noConnReset.Load(),
 		ListenOverflows: t.listenOverflows.Load(), TimeWaitDropped: t.timeWaitDropped.Load(),
-		TxNoBuffer: t.txNoBuffer.Load(),
+		TxNoBuffer: t.txNoBuffer.Load(), UnsteerFailed: t.unsteerFailed.Load(),
 	}
 }
 
@@ -355,6 +361,12 @@ func (st *Stack) settle(c *TCPConn) {
 		t.timeWait++
 		c.countedTW = true
 	}
+	if c.orphan && s != tcp.Closed && c.c.Readable() > 0 {
+		// Data for a connection the application closed: nobody will
+		// read it; reset, as Linux does.
+		c.c.Abort(st.tcpNow())
+		s = c.c.State()
+	}
 	if s == tcp.Closed {
 		st.remove(c)
 		return
@@ -380,7 +392,8 @@ func (st *Stack) remove(c *TCPConn) {
 		t.timeWait--
 	}
 	if c.l != nil {
-		c.l.forget(c)
+		c.l.forget(c) // never accepted: nobody else will close its eventfd
+		c.w.close()
 	}
 	if c.orphan {
 		t.orphans--
@@ -419,6 +432,25 @@ func (st *Stack) hold(laddr netip.AddrPort) (*tcpPort, error) {
 	return p, nil
 }
 
+// adopt takes a reference to a port the stack still holds for the
+// connections of a listener that has closed (in TIME-WAIT, say), so that
+// a new listener on it need not wait for them; nil when laddr's port is
+// not held that way.
+func (st *Stack) adopt(laddr netip.AddrPort) *tcpPort {
+	if laddr.Port() == 0 {
+		return nil
+	}
+	st.rxMu.Lock()
+	defer st.rxMu.Unlock()
+	k := keyOf(laddr)
+	p := st.tcp.held[k]
+	if p == nil || st.tcp.listeners[k] != nil || p.local != laddr {
+		return nil
+	}
+	p.refs++
+	return p
+}
+
 // unhold gives back one reference to a port; the last stops its steering
 // and closes its reservation, so the kernel has the port back. Under rxMu.
 func (st *Stack) unhold(p *tcpPort) {
@@ -429,7 +461,13 @@ func (st *Stack) unhold(p *tcpPort) {
 		return
 	}
 	delete(st.tcp.held, p.key)
-	st.steering(func() error { return st.tcp.steer.RemoveTCPFlow(p.local) })
+	if err := st.steering(func() error { return st.tcp.steer.RemoveTCPFlow(p.local) }); err != nil {
+		// The device may still steer the port here: keep the kernel off
+		// it (the reservation closes with the process) rather than let
+		// the kernel's connections on it lose their segments.
+		st.tcp.unsteerFailed.Add(1)
+		return
+	}
 	p.res.Close()
 }
 
@@ -477,13 +515,22 @@ func (st *Stack) flushDeferred() {
 	t.deferred = t.deferred[:0]
 }
 
-// ensureKeeper starts the stack's keeper unless it runs. The caller holds
+// addObject counts a new listener or connection, and reports whether the
+// stack's keeper must be started for it (startKeeper, after rxMu is
+// released): the keeper runs exactly while objects exist, and both are
+// decided under rxMu, so that a keeper leaving as the last object went
+// cannot miss a new one. Under rxMu.
+func (st *Stack) addObject() (start bool) {
+	t := &st.tcp
+	t.objects++
+	start = !t.keeper
+	t.keeper = true
+	return start
+}
+
+// startKeeper starts the keeper when addObject said so. The caller holds
 // a stack reference (so ref cannot fail) and not rxMu.
-func (st *Stack) ensureKeeper() {
-	st.rxMu.Lock()
-	start := !st.tcp.keeper
-	st.tcp.keeper = true
-	st.rxMu.Unlock()
+func (st *Stack) startKeeper(start bool) {
 	if start {
 		st.ref()
 		go st.keep()
@@ -665,7 +712,6 @@ func (st *Stack) DialTCP(ctx context.Context, raddr netip.AddrPort, o backend.Op
 		return nil, err
 	}
 	c.port = port
-	st.ensureKeeper()
 	st.rxMu.Lock()
 	t := &st.tcp
 	if t.conns[c.key] != nil { // cannot happen: the port is new
@@ -675,11 +721,12 @@ func (st *Stack) DialTCP(ctx context.Context, raddr netip.AddrPort, o backend.Op
 		return nil, fmt.Errorf("tcp %v->%v: connection exists", c.laddr, raddr)
 	}
 	t.conns[c.key] = c
-	t.objects++
+	keeper := st.addObject()
 	c.c = tcp.NewActive(st.tcpConfig(o), c, port.local.Port(), raddr.Port(), t.rng.Uint32(), st.tcpNow())
 	st.settle(c)
 	t.now = 0
 	st.rxMu.Unlock()
+	st.startKeeper(keeper)
 	st.tcpKick()
 	if o.DialTimeout > 0 {
 		var cancel context.CancelFunc
@@ -694,10 +741,11 @@ func (st *Stack) DialTCP(ctx context.Context, raddr netip.AddrPort, o backend.Op
 			c.c.Abort(st.clock())
 			st.settle(c)
 		}
+		gone := c.gone
 		st.rxMu.Unlock()
 		st.tcpKick()
 		switch {
-		case s == tcp.Closed || c.gone:
+		case s == tcp.Closed || gone:
 			c.w.close()
 			if cerr == nil {
 				cerr = backend.ErrClosed
@@ -960,18 +1008,21 @@ func (c *TCPConn) Close() error {
 		return errors.New(c.st.name + ": close: a reader or writer did not leave; connection left open")
 	}
 	st := c.st
-	st.ensureKeeper() // it drives the orphan to its end
 	st.rxMu.Lock()
 	if !c.gone {
-		c.c.Close(st.tcpNow())
+		now := st.tcpNow()
+		c.c.Close(now)
+		// The keeper (running while the connection exists) drives the
+		// orphan to its end, which may not take longer than orphanLife.
+		c.c.AbortAfter(now, orphanLife)
 		c.orphan = true
 		st.tcp.orphans++
 		st.settle(c)
 	}
 	st.tcp.now = 0
+	c.w.close() // under rxMu: remove's wake must not write to a closed descriptor
 	st.rxMu.Unlock()
 	st.tcpKick()
-	c.w.close()
 	return st.Release()
 }
 
@@ -1016,9 +1067,11 @@ func (st *Stack) ListenTCP(laddr netip.AddrPort, o backend.Options) (_ *TCPListe
 			st.Release()
 		}
 	}()
-	port, err := st.hold(netip.AddrPortFrom(a, laddr.Port()))
-	if err != nil {
-		return nil, err
+	port := st.adopt(netip.AddrPortFrom(a, laddr.Port()))
+	if port == nil {
+		if port, err = st.hold(netip.AddrPortFrom(a, laddr.Port())); err != nil {
+			return nil, err
+		}
 	}
 	l := &TCPListener{st: st, laddr: port.local, key: port.key, port: port, backlog: backend.DefaultBacklog, opts: o}
 	if err := l.w.init(st.waitFDs); err != nil {
@@ -1027,11 +1080,11 @@ func (st *Stack) ListenTCP(laddr netip.AddrPort, o backend.Options) (_ *TCPListe
 		st.rxMu.Unlock()
 		return nil, err
 	}
-	st.ensureKeeper()
 	st.rxMu.Lock()
 	st.tcp.listeners[l.key] = l
-	st.tcp.objects++
+	keeper := st.addObject()
 	st.rxMu.Unlock()
+	st.startKeeper(keeper)
 	return l, nil
 }
 
@@ -1072,7 +1125,7 @@ func (l *TCPListener) input(k tcpKey) {
 	c.l = l
 	l.pending++
 	t.conns[k] = c
-	t.objects++
+	t.objects++ // the listener's keeper runs: it is an object itself
 	c.c = tcp.NewPassive(st.tcpConfig(l.opts), c, k.lport, k.rport, t.rng.Uint32(), s, st.tcpNow())
 	st.settle(c)
 }
@@ -1174,7 +1227,9 @@ func (l *TCPListener) Close() error {
 		return backend.ErrClosed
 	}
 	l.w.wake()
-	l.gate.Wait(closeWait)
+	if !l.gate.Wait(closeWait) {
+		return errors.New(l.st.name + ": close: an Accept did not leave; listener left open")
+	}
 	st := l.st
 	st.rxMu.Lock()
 	now := st.tcpNow()

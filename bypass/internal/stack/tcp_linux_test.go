@@ -362,3 +362,44 @@ func TestTCPAckRidesOnTheAnswer(t *testing.T) {
 		l.close(t)
 	}
 }
+
+// TestTCPOrphanDataResetAndRelisten: data for a connection the server
+// closed draws a RST; a new listener takes the port at once although the
+// closed connection's TIME-WAIT still holds it.
+func TestTCPOrphanDataResetAndRelisten(t *testing.T) {
+	l := newLink(t, tcp.Config{})
+	ln, c, s := l.connect(t, backend.Options{})
+	s.Close() // the server closes first: its side goes to FIN-WAIT
+	buf := make([]byte, 64)
+	if n, err := c.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("read after the server's FIN: %d, %v", n, err)
+	}
+	c.Write([]byte("late order")) // for a closed connection
+	waitFor(t, func() bool { _, st := c.TCPStats(); return st == tcp.Closed })
+	if _, err := c.Write([]byte("x")); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("write after the reset: %v, want ECONNRESET", err)
+	}
+	c.Close()
+	ln.Close()
+	ln2, err := l.b.ListenTCP(netip.AddrPortFrom(netip.IPv4Unspecified(), 7000), backend.Options{})
+	if err != nil {
+		t.Fatalf("listen again on the port: %v", err)
+	}
+	_, c2, s2 := func() (*TCPListener, *TCPConn, *TCPConn) {
+		acc := make(chan *TCPConn, 1)
+		go func() { a, _ := ln2.AcceptTCP(); acc <- a }()
+		c2, err := l.a.DialTCP(t.Context(), netip.AddrPortFrom(l.ipB, 7000), backend.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln2, c2, <-acc
+	}()
+	if s2 == nil {
+		t.Fatal("no connection accepted on the second listener")
+	}
+	s2.Close()
+	c2.Close()
+	ln2.Close()
+	l.close(t)
+	waitFor(t, func() bool { return l.da.Closed() && l.db.Closed() })
+}

@@ -224,6 +224,7 @@ type Conn struct {
 	// Timers: absolute deadlines, 0 when off.
 	rtoAt, persistAt, twAt, kaAt, ackAt int64
 	retryAt                             int64 // the output refused a segment: try again
+	abortAt                             int64 // AbortAfter's deadline
 	persistBackoff                      int
 	kaProbes                            int
 
@@ -489,10 +490,16 @@ func (c *Conn) enter(s State) {
 		c.sbuf.alloc() // a passive open's buffers come with the handshake's end
 		c.rbuf.alloc()
 	case Closed:
-		c.rtoAt, c.persistAt, c.twAt, c.kaAt, c.ackAt, c.retryAt = 0, 0, 0, 0, 0, 0
+		c.rtoAt, c.persistAt, c.twAt, c.kaAt, c.ackAt, c.retryAt, c.abortAt = 0, 0, 0, 0, 0, 0, 0
 	case TimeWait:
-		c.rtoAt, c.persistAt, c.kaAt, c.ackAt, c.retryAt = 0, 0, 0, 0, 0
+		c.rtoAt, c.persistAt, c.kaAt, c.ackAt, c.retryAt, c.abortAt = 0, 0, 0, 0, 0, 0
 		c.twAt = c.now + int64(c.cfg.TimeWait)
+		// Everything sent is acknowledged: the send buffer goes, and the
+		// receive buffer too unless the application has data to read.
+		c.sbuf.b = nil
+		if c.Readable() == 0 {
+			c.rbuf.b = nil
+		}
 	default:
 		if s != Established {
 			c.kaAt = 0
@@ -503,7 +510,7 @@ func (c *Conn) enter(s State) {
 // NextDeadline is the earliest timer's deadline, 0 when none runs.
 func (c *Conn) NextDeadline() int64 {
 	d := int64(0)
-	for _, t := range [...]int64{c.rtoAt, c.persistAt, c.twAt, c.kaAt, c.ackAt, c.retryAt} {
+	for _, t := range [...]int64{c.rtoAt, c.persistAt, c.twAt, c.kaAt, c.ackAt, c.retryAt, c.abortAt} {
 		if t != 0 && (d == 0 || t < d) {
 			d = t
 		}
@@ -511,9 +518,25 @@ func (c *Conn) NextDeadline() int64 {
 	return d
 }
 
+// AbortAfter bounds the rest of the connection's life short of
+// TIME-WAIT: if it has not reached TIME-WAIT or CLOSED d from now, it is
+// aborted. The stack sets it on a connection the application has closed,
+// so that a peer gone quiet in FIN-WAIT-2 or a window that never opens
+// cannot keep it forever.
+func (c *Conn) AbortAfter(now int64, d time.Duration) {
+	if c.state != Closed && c.state != TimeWait {
+		c.abortAt = now + int64(d)
+	}
+}
+
 // Tick runs the timers that have expired by now.
 func (c *Conn) Tick(now int64) {
 	c.now = now
+	if c.abortAt != 0 && now >= c.abortAt {
+		c.Abort(now)
+		c.err = ErrTimedOut
+		return
+	}
 	if c.twAt != 0 && now >= c.twAt {
 		c.enter(Closed)
 		return
@@ -559,6 +582,17 @@ func (c *Conn) Flush(now int64) {
 
 // timeout is the retransmission timer's expiry (RFC 6298 section 5).
 func (c *Conn) timeout() {
+	if c.sndWnd == 0 && c.state.synchronized() {
+		// The peer closed its window with data in flight: what is
+		// outstanding cannot be sent again; probe the window instead,
+		// without counting toward MaxRetries.
+		c.rtoAt = 0
+		c.sndNxt = c.sndUna
+		if c.persistAt == 0 {
+			c.armPersist()
+		}
+		return
+	}
 	c.stats.Timeouts++
 	c.backoff++
 	limit := c.cfg.MaxRetries
@@ -855,6 +889,7 @@ func (c *Conn) processAck(s *frame.TCPSegment) bool {
 	}
 	acked := c.dataIn(c.sndUna, ack) // data only: a SYN or FIN acknowledged grows no window
 	c.ackedTo(ack)
+	c.dupAcks = 0 // a count that outlived a recovery would never reach three again
 	if c.inRecovery {
 		if seqGEQ(ack, c.recover) {
 			// Full acknowledgment (RFC 6582 section 3.2 step 3).

@@ -373,3 +373,60 @@ func TestHandshakeHoldsNoBuffers(t *testing.T) {
 		t.Fatalf("established without buffers: %d, %d", len(n.b.rbuf.b), len(n.b.sbuf.b))
 	}
 }
+
+// TestOrphanLifeBounded: AbortAfter ends a connection stuck in
+// FIN-WAIT-2 (a peer that never closes) with a RST.
+func TestOrphanLifeBounded(t *testing.T) {
+	n := newNet(t, Config{MSS: 1460}, Config{MSS: 1460}, nil)
+	n.settle(established(n), 100)
+	n.a.Close(n.now)
+	n.a.AbortAfter(n.now, time.Minute)
+	n.settle(func() bool { return n.a.State() == FinWait2 }, 100)
+	start := n.now
+	n.settle(func() bool { return n.a.State() == Closed }, 100)
+	if d := time.Duration(n.now - start); d > time.Minute || !errors.Is(n.a.Err(), ErrTimedOut) || n.a.Stats().RstSent != 1 {
+		t.Fatalf("after %v: %v, %v, %+v", d, n.a.State(), n.a.Err(), n.a.Stats())
+	}
+}
+
+// TestZeroWindowWithDataInFlight: a peer that shrinks its window to zero
+// while data is in flight is probed, not timed out: the connection
+// outlives many times MaxRetries timeouts.
+func TestZeroWindowWithDataInFlight(t *testing.T) {
+	n := newNet(t, Config{MSS: 1460, MaxRetries: 3}, Config{MSS: 1460}, nil)
+	n.settle(established(n), 100)
+	n.a.Write(make([]byte, 8000), n.now)
+	n.ab.take(t) // in flight, never delivered
+	ack := frame.TCPSegment{SrcPort: portB, DstPort: portA, Seq: n.a.rcvNxt, Ack: n.a.sndUna, Flags: frame.TCPAck, Window: 0,
+		Options: frame.TCPOptions{HasTimestamp: true, TSVal: n.a.tsRecent}}
+	n.a.Input(&ack, n.now)
+	if n.a.sndWnd != 0 || n.a.sndMax == n.a.sndUna {
+		t.Fatalf("window %d, in flight %d", n.a.sndWnd, n.a.sndMax-n.a.sndUna)
+	}
+	for range 40 {
+		d := n.a.NextDeadline()
+		if d == 0 {
+			t.Fatal("no timer while data waits for a window")
+		}
+		n.now = d
+		n.a.Tick(n.now)
+		n.ab.take(t)
+	}
+	if n.a.State() != Established || n.a.Stats().WindowProbes == 0 {
+		t.Fatalf("%v (%v), %+v", n.a.State(), n.a.Err(), n.a.Stats())
+	}
+}
+
+// TestTimeWaitFreesBuffers: a connection in TIME-WAIT keeps no send
+// buffer, nor a receive buffer with nothing left to read.
+func TestTimeWaitFreesBuffers(t *testing.T) {
+	n := newNet(t, Config{MSS: 1460}, Config{MSS: 1460}, nil)
+	n.settle(established(n), 100)
+	n.a.Close(n.now)
+	n.settle(func() bool { return n.b.State() == CloseWait }, 100)
+	n.b.Close(n.now)
+	n.settle(func() bool { return n.a.State() == TimeWait }, 100)
+	if n.a.sbuf.b != nil || n.a.rbuf.b != nil {
+		t.Fatal("TIME-WAIT holds its buffers")
+	}
+}
