@@ -127,8 +127,11 @@ func clientPeers(ctx context.Context, pl *plan, asJSON bool, stdout, info io.Wri
 }
 
 // tcpInfoLine renders a user-space TCP connection's counters on one line:
-// "tcp ESTABLISHED: srtt 9µs rto 200ms cwnd 14480 retransmits 0 ...".
-func tcpInfoLine(ti bypass.TCPInfo) string {
-	return fmt.Sprintf("latprobe client: tcp %s: srtt %v rto %v cwnd %d segs in %d out %d retransmits %d fast %d timeouts %d out-of-order %d dup-acks %d dropped %d",
+// "latprobe client: tcp ESTABLISHED: srtt 9µs rto 200ms cwnd 14480 ...".
+func tcpInfoLine(ti bypass.TCPInfo) string { return "latprobe client: " + tcpCounters(ti) }
+
+// tcpCounters is a user-space TCP connection's state and counters.
+func tcpCounters(ti bypass.TCPInfo) string {
+	return fmt.Sprintf("tcp %s: srtt %v rto %v cwnd %d segs in %d out %d retransmits %d fast %d timeouts %d out-of-order %d dup-acks %d dropped %d",
 		ti.State, ti.SRTT, ti.RTO, ti.Cwnd, ti.SegsIn, ti.SegsOut, ti.Retransmits, ti.FastRetransmits, ti.Timeouts, ti.OutOfOrder, ti.DupAcks, ti.Dropped)
 }

@@ -426,6 +426,9 @@ func serveStreams(ctx context.Context, l bypass.StreamListener, srv *latency.Ech
 		if err := srv.ServeRawStream(st); err != nil {
 			errs.printf("latprobe server: connection from %v: %v", s.RemoteAddr(), err)
 		}
+		if ti, ok := s.(bypass.TCPInfoer); ok {
+			fmt.Fprintf(stdout, "latprobe server: connection from %v: %s\n", s.RemoteAddr(), tcpCounters(ti.TCPInfo()))
+		}
 	}
 	acceptErr := make(chan error, 1)
 	go func() {
