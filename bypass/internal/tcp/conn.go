@@ -220,6 +220,9 @@ type Conn struct {
 	dupAcks           int
 	inRecovery        bool
 	recover           uint32
+	board             [maxBoard]oooBlock // SACK scoreboard (sack.go)
+	nboard            int
+	highRxt           uint32 // the end of the last hole sent again in this recovery
 
 	// Timers: absolute deadlines, 0 when off.
 	rtoAt, persistAt, twAt, kaAt, ackAt int64
@@ -609,6 +612,7 @@ func (c *Conn) timeout() {
 	c.caAcc = 0
 	c.inRecovery, c.dupAcks = false, 0
 	c.recover = c.sndMax
+	c.nboard, c.highRxt = 0, c.sndUna // RFC 6675 section 5.1: start the scoreboard again
 	c.rto = min(c.rto*2, c.cfg.MaxRTO)
 	c.rttTiming = false
 	c.sndNxt = c.sndUna // go back: resend from the first unacknowledged byte
@@ -869,6 +873,9 @@ func (c *Conn) processAck(s *frame.TCPSegment) bool {
 	if seqLT(ack, c.sndUna) {
 		return true // an old duplicate: its data may still be new
 	}
+	if c.sackOK && s.Options.NSACK > 0 {
+		c.takeSACK(&s.Options)
+	}
 	oldWnd := c.sndWnd
 	if seqLT(c.sndWl1, s.Seq) || (c.sndWl1 == s.Seq && seqLEQ(c.sndWl2, ack)) {
 		c.sndWnd, c.sndWl1, c.sndWl2 = wnd, s.Seq, ack
@@ -889,12 +896,16 @@ func (c *Conn) processAck(s *frame.TCPSegment) bool {
 	}
 	acked := c.dataIn(c.sndUna, ack) // data only: a SYN or FIN acknowledged grows no window
 	c.ackedTo(ack)
+	c.boardPrune()
 	c.dupAcks = 0 // a count that outlived a recovery would never reach three again
 	if c.inRecovery {
 		if seqGEQ(ack, c.recover) {
 			// Full acknowledgment (RFC 6582 section 3.2 step 3).
 			c.cwnd = min(c.ssthresh, max(c.sndMax-c.sndUna, uint32(c.mss))+uint32(c.mss))
 			c.inRecovery = false
+		} else if c.sackOK {
+			c.sackRecover() // the scoreboard says which holes are left
+			c.rtoAt = c.now + int64(c.rto)
 		} else {
 			// Partial: the next hole is lost too; resend it now.
 			c.retransmitFirst()
@@ -979,6 +990,10 @@ func (c *Conn) dupAck() {
 	c.stats.DupAcks++
 	c.dupAcks++
 	if c.inRecovery {
+		if c.sackOK {
+			c.sackRecover()
+			return
+		}
 		c.cwnd += uint32(c.mss)
 		return
 	}
@@ -991,6 +1006,14 @@ func (c *Conn) dupAck() {
 	c.inRecovery = true
 	c.stats.FastRetransmits++
 	c.retransmitFirst()
+	if c.sackOK {
+		// RFC 6675: the window is the new threshold; the pipe, not
+		// inflation by duplicate ACKs, says when more may go.
+		c.cwnd = c.ssthresh
+		c.highRxt = min(c.sndUna+uint32(c.mss), c.sndMax)
+		c.sackRecover()
+		return
+	}
 	c.cwnd = c.ssthresh + 3*uint32(c.mss)
 }
 
@@ -1180,6 +1203,9 @@ func (c *Conn) output() {
 	for {
 		win := min(c.sndWnd, c.cwnd)
 		inflight := c.sndNxt - c.sndUna
+		if c.inRecovery && c.sackOK {
+			inflight = min(inflight, c.pipe()) // lost and reported data are not in the network
+		}
 		avail := c.sndEnd - c.sndNxt
 		if int32(avail) <= 0 || inflight >= win {
 			break

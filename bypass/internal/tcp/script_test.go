@@ -415,7 +415,9 @@ func invariants(c *Conn, now int64, live bool) error {
 	}
 	switch c.state {
 	case SynSent, SynReceived, Established, FinWait1, CloseWait, Closing, LastAck:
-		if c.sndUna != c.sndMax && c.rtoAt == 0 {
+		// A zero window with data in flight is watched by the persist
+		// timer instead (probes, not timeouts).
+		if c.sndUna != c.sndMax && c.rtoAt == 0 && !(c.sndWnd == 0 && c.persistAt != 0) {
 			return fmt.Errorf("%v: %d unacknowledged and no retransmission timer", c.state, c.sndMax-c.sndUna)
 		}
 		if c.state.synchronized() && c.sndNxt == c.sndUna && seqLT(c.sndNxt, c.sndEnd+fin) && c.rtoAt == 0 && c.persistAt == 0 {
@@ -1159,18 +1161,26 @@ func TestScriptRetransmitRTO(t *testing.T) {
 	})
 }
 
+// noSACK is peerOpts without SACK-permitted: the sender recovers the
+// NewReno way.
+func noSACK() frame.TCPOptions {
+	o := peerOpts()
+	o.SACKPermitted = false
+	return o
+}
+
 func TestScriptFastRetransmit(t *testing.T) {
-	s := establish(t, scCfg(), peerOpts())
+	s := establish(t, scCfg(), noSACK())
 	s.write(4000) // the initial window: four segments
 	s.expect(fA, L+1, P+1, withLen(1000))
 	s.expect(fA, L+1001, P+1, withLen(1000))
 	s.expect(fA, L+2001, P+1, withLen(1000))
 	s.expect(fPA, L+3001, P+1, withLen(1000))
 	// The first and second segments are lost; the third and fourth each
-	// bring a duplicate ACK (with SACK blocks, which the sender ignores).
-	s.in(fA, P+1, L+1, 65535, frame.TCPOptions{NSACK: 1, SACK: [4]frame.SACKBlock{{Left: L + 2001, Right: L + 3001}}}, nil)
+	// bring a duplicate ACK.
+	s.in(fA, P+1, L+1, 65535, none, nil)
 	s.expectNone()
-	s.in(fA, P+1, L+1, 65535, frame.TCPOptions{NSACK: 1, SACK: [4]frame.SACKBlock{{Left: L + 2001, Right: L + 4001}}}, nil)
+	s.in(fA, P+1, L+1, 65535, none, nil)
 	s.expectNone()
 	// A third: fast retransmit of the first.
 	s.in(fA, P+1, L+1, 65535, none, nil)
@@ -1199,7 +1209,7 @@ func TestScriptFastRetransmit(t *testing.T) {
 // TestScriptFastRetransmitNewData: the duplicate ACKs past the third
 // inflate the window and let new data out (RFC 6582 section 3.2 step 4).
 func TestScriptFastRetransmitNewData(t *testing.T) {
-	s := establish(t, scCfg(), peerOpts())
+	s := establish(t, scCfg(), noSACK())
 	s.write(6000)
 	s.expect(fA, L+1, P+1, withLen(1000))
 	s.expect(fA, L+1001, P+1, withLen(1000))
@@ -1800,5 +1810,39 @@ func TestScriptTinyMSS(t *testing.T) {
 			s.expect(fA, L+1, P+1, withLen(want))
 			s.expect(fPA, L+1+uint32(want), P+1, withLen(want))
 		})
+	}
+}
+
+// TestScriptSACKRecovery: with SACK, the sender repairs every hole the
+// scoreboard shows as the pipe allows (RFC 6675), not one per round trip.
+func TestScriptSACKRecovery(t *testing.T) {
+	s := establish(t, scCfg(), peerOpts())
+	s.write(4000)
+	s.expect(fA, L+1, P+1, withLen(1000))
+	s.expect(fA, L+1001, P+1, withLen(1000))
+	s.expect(fA, L+2001, P+1, withLen(1000))
+	s.expect(fPA, L+3001, P+1, withLen(1000))
+	// The first two are lost; three duplicate ACKs report the last two.
+	sack := func(r uint32) frame.TCPOptions {
+		return frame.TCPOptions{NSACK: 1, SACK: [4]frame.SACKBlock{{Left: L + 2001, Right: r}}}
+	}
+	s.in(fA, P+1, L+1, 65535, sack(L+3001), nil)
+	s.in(fA, P+1, L+1, 65535, sack(L+4001), nil)
+	s.expectNone()
+	s.in(fA, P+1, L+1, 65535, sack(L+4001), nil)
+	// Both holes at once: cwnd = ssthresh = 2000, the pipe holds just them.
+	s.expect(fA, L+1, P+1, withLen(1000))
+	s.expect(fA, L+1001, P+1, withLen(1000))
+	s.expectNone()
+	if st := s.c.Stats(); st.FastRetransmits != 1 || st.Retransmits != 2 || !s.c.inRecovery || s.c.cwnd != 2000 {
+		t.Fatalf("stats %+v cwnd %d", st, s.c.cwnd)
+	}
+	// A partial ACK: nothing left to repair.
+	s.in(fA, P+1, L+1001, 65535, sack(L+4001), nil)
+	s.expectNone()
+	s.in(fA, P+1, L+4001, 65535, none, nil)
+	s.expectNone()
+	if s.c.inRecovery || s.c.nboard != 0 || s.c.NextDeadline() != 0 {
+		t.Fatalf("after recovery: in recovery %v, %d blocks, deadline %d", s.c.inRecovery, s.c.nboard, s.c.NextDeadline())
 	}
 }
