@@ -671,6 +671,13 @@ func (c *Conn) Input(s *frame.TCPSegment, now int64) {
 		c.armKeepalive()
 		return
 	}
+	if c.state == SynReceived && s.Flags&(frame.TCPSyn|frame.TCPAck|frame.TCPRst) == frame.TCPSyn && s.Seq == c.irs {
+		// The peer's SYN again: our SYN-ACK was lost. Send it again now,
+		// as Linux does, rather than the bare ACK RFC 9293 would, which
+		// leaves the peer waiting for our retransmission timer.
+		c.sendSYN()
+		return
+	}
 	if !c.acceptable(s.Seq, segLen) {
 		c.stats.DropOutOfWindow++
 		if !rst {
