@@ -104,8 +104,14 @@ var (
 	sTxBytesDesc = desc("stream_tx_bytes_total", "Streams: bytes handed to the socket.")
 	sRxMsgsDesc  = desc("stream_rx_messages_total", "Streams: framed messages received (ReadMsg).")
 	sTxMsgsDesc  = desc("stream_tx_messages_total", "Streams: framed messages sent whole (WriteMsg).")
+	tcpSegsDesc  = desc("tcp_segments_total", "User-space TCP (afxdp, efvi): segments received and sent.", "dir")
+	tcpRexmtDesc = desc("tcp_retransmits_total", "User-space TCP: segments sent again.")
+	tcpEvDesc    = desc("tcp_events_total", "User-space TCP: fast retransmits (losses found by duplicate ACKs), retransmission timeouts, out-of-order segments received, duplicate ACKs received, window probes sent, resets sent and received.", "event")
+	tcpDropDesc  = desc("tcp_dropped_total", "User-space TCP: segments the connection dropped (out of window, old timestamp, ACK of unsent data, no room, no ACK).")
+	tcpSRTTDesc  = desc("tcp_srtt_seconds", "User-space TCP: smoothed round-trip time.")
+	tcpCwndDesc  = desc("tcp_cwnd_bytes", "User-space TCP: congestion window.")
 	allDescs     = []*prometheus.Desc{rxDesc, txDesc, truncDesc, dropDesc, ringFullDesc, invalidDesc, txFullDesc, wakeupsDesc,
-		sRxBytesDesc, sTxBytesDesc, sRxMsgsDesc, sTxMsgsDesc}
+		sRxBytesDesc, sTxBytesDesc, sRxMsgsDesc, sTxMsgsDesc, tcpSegsDesc, tcpRexmtDesc, tcpEvDesc, tcpDropDesc, tcpSRTTDesc, tcpCwndDesc}
 	dropsByReason = []struct {
 		reason string
 		get    func(*bypass.Stats) uint64
@@ -154,6 +160,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}{{sRxBytesDesc, s.RxBytes}, {sTxBytesDesc, s.TxBytes}, {sRxMsgsDesc, s.RxMessages}, {sTxMsgsDesc, s.TxMessages}} {
 			ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.v), lv...)
 		}
+		if ti, ok := st.(bypass.TCPInfoer); ok {
+			collectTCP(ch, ti.TCPInfo(), lv)
+		}
 	}
 	for i, src := range srcs {
 		if src == nil {
@@ -175,4 +184,24 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(txFullDesc, s.TxRingFull)
 		counter(wakeupsDesc, s.Wakeups)
 	}
+}
+
+// collectTCP sends a user-space TCP connection's counters.
+func collectTCP(ch chan<- prometheus.Metric, t bypass.TCPInfo, lv []string) {
+	counter := func(d *prometheus.Desc, v uint64, extra ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append(slices.Clone(lv), extra...)...)
+	}
+	counter(tcpSegsDesc, t.SegsIn, "in")
+	counter(tcpSegsDesc, t.SegsOut, "out")
+	counter(tcpRexmtDesc, t.Retransmits)
+	counter(tcpEvDesc, t.FastRetransmits, "fast_retransmit")
+	counter(tcpEvDesc, t.Timeouts, "timeout")
+	counter(tcpEvDesc, t.OutOfOrder, "out_of_order")
+	counter(tcpEvDesc, t.DupAcks, "dup_ack")
+	counter(tcpEvDesc, t.WindowProbes, "window_probe")
+	counter(tcpEvDesc, t.RstSent, "rst_sent")
+	counter(tcpEvDesc, t.RstRecv, "rst_received")
+	counter(tcpDropDesc, t.Dropped)
+	ch <- prometheus.MustNewConstMetric(tcpSRTTDesc, prometheus.GaugeValue, t.SRTT.Seconds(), lv...)
+	ch <- prometheus.MustNewConstMetric(tcpCwndDesc, prometheus.GaugeValue, float64(t.Cwnd), lv...)
 }

@@ -3,6 +3,7 @@ package metrics_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -101,5 +102,37 @@ lowlat_stream_tx_bytes_total{backend="kernel",conn="orders"} 20
 	c.Remove("orders")
 	if n := testutil.CollectAndCount(c); n != 0 {
 		t.Fatalf("%d metrics after Remove", n)
+	}
+}
+
+type fakeTCPStream struct {
+	fakeStream
+	ti bypass.TCPInfo
+}
+
+func (f *fakeTCPStream) TCPInfo() bypass.TCPInfo { return f.ti }
+func (f *fakeTCPStream) Info() bypass.Info       { return bypass.Info{Backend: "afxdp"} }
+
+// TestCollectorTCPStreams: a user-space TCP stream's protocol counters
+// come out beside its byte counters; a kernel stream has none.
+func TestCollectorTCPStreams(t *testing.T) {
+	c := metrics.NewCollector()
+	c.AddStream("orders", &fakeTCPStream{ti: bypass.TCPInfo{Retransmits: 7, Timeouts: 2, FastRetransmits: 4, SRTT: 9 * time.Microsecond, Cwnd: 14480}})
+	c.AddStream("kernel", &fakeStream{})
+	want := `
+# HELP lowlat_tcp_retransmits_total User-space TCP: segments sent again.
+# TYPE lowlat_tcp_retransmits_total counter
+lowlat_tcp_retransmits_total{backend="afxdp",conn="orders"} 7
+# HELP lowlat_tcp_cwnd_bytes User-space TCP: congestion window.
+# TYPE lowlat_tcp_cwnd_bytes gauge
+lowlat_tcp_cwnd_bytes{backend="afxdp",conn="orders"} 14480
+`
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "lowlat_tcp_retransmits_total", "lowlat_tcp_cwnd_bytes"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(c, "lowlat_tcp_events_total"); n != 7 {
+		t.Fatalf("%d tcp event series, want 7", n)
 	}
 }
