@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"regexp"
@@ -159,6 +160,32 @@ func TestServerMetrics(t *testing.T) {
 	if r := runBinary(t, "server", "--metrics", "example.com:80"); r.code != 2 || !strings.Contains(r.stderr, "--metrics") {
 		t.Fatalf("--metrics with a name: exit %d, %q", r.code, r.stderr)
 	}
+}
+
+// TestServerMetricsTCP: over TCP, each connection's stream counters are
+// served while it is open, under "tcp" and its peer's address.
+func TestServerMetricsTCP(t *testing.T) {
+	addr := startServer(t, nil, "--backend", "kernel", "--proto", "tcp", "--addr", "127.0.0.1:0", "--metrics", "127.0.0.1:19465")
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	want := fmt.Sprintf(`lowlat_stream_rx_bytes_total{backend="kernel",conn="tcp %v"}`, c.LocalAddr())
+	var body []byte
+	for range 100 {
+		resp, err := http.Get("http://127.0.0.1:19465/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), want) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("metrics lack %s:\n%s", want, body)
 }
 
 // TestRate: latprobe rate floods a latprobe server and prints, with

@@ -80,7 +80,7 @@ func newProbe(name string, r role) *probe {
 		fs.IntVar(&p.maxConns, "max-conns", defaultMaxConns, fmt.Sprintf("tcp: connections served at once, 1 to %d; more are closed at once, with a note", maxMaxConns))
 		fs.DurationVar(&p.idleTimeout, "idle-timeout", defaultIdleTimeout, "tcp: close a connection that sends nothing for this long, or does not take a reply for as long (0: never)")
 		fs.Var(&p.groups, "group", "udp: join this multicast `GROUP` on every --addr and answer what arrives there (repeatable); --iface names the interface")
-		fs.StringVar(&p.metricsAddr, "metrics", "", "udp: serve every connection's counters for Prometheus on `[IP]:PORT` (/metrics)")
+		fs.StringVar(&p.metricsAddr, "metrics", "", "serve every connection's counters for Prometheus on `[IP]:PORT` (/metrics): a UDP address's, or each TCP connection's while it is open")
 		fs.Var(&p.sources, "source", "udp, with --group: join the groups for this `SOURCE` only (source-specific, IGMPv3/MLDv2; repeatable)")
 		return p
 	case roleRun:
@@ -285,9 +285,6 @@ func (p *probe) validate() (*plan, error) {
 			return nil, usagef("--group: only with --proto udp")
 		}
 		if p.set("metrics") {
-			if p.proto != "udp" {
-				return nil, usagef("--metrics: only with --proto udp")
-			}
 			if err := checkListen(p.metricsAddr); err != nil {
 				return nil, usagef("--metrics %s: %v", cli.Quote(p.metricsAddr), err)
 			}

@@ -242,6 +242,7 @@ type streamConfig struct {
 	cpu         int           // pin each serving thread here; -1: unpinned
 	maxConns    int           // connections served at once; more are closed at once
 	idleTimeout time.Duration // close a connection that sends nothing this long; 0: never
+	collector   *metrics.Collector // --metrics: each connection's counters while it lasts; nil: none
 }
 
 func serveTCP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout, stderr io.Writer) (bool, error) {
@@ -264,7 +265,7 @@ func serveTCP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout, st
 		idle = pl.idleTimeout.String()
 	}
 	fmt.Fprintf(stdout, ", at most %d at once, idle timeout %s\n", pl.maxConns, idle)
-	return true, serveStreams(ctx, l, srv, streamConfig{cpu: pl.cpu, maxConns: pl.maxConns, idleTimeout: pl.idleTimeout}, stdout, stderr)
+	return true, serveStreams(ctx, l, srv, streamConfig{cpu: pl.cpu, maxConns: pl.maxConns, idleTimeout: pl.idleTimeout, collector: pl.collector}, stdout, stderr)
 }
 
 // errIdle ends a connection that sent nothing for the idle timeout.
@@ -410,6 +411,11 @@ func serveStreams(ctx context.Context, l bypass.StreamListener, srv *latency.Ech
 				debug.FreeOSMemory()
 			}
 		}()
+		if src, ok := s.(metrics.StreamSource); ok && cfg.collector != nil {
+			name := "tcp " + s.RemoteAddr().String()
+			cfg.collector.AddStream(name, src)
+			defer cfg.collector.Remove(name)
+		}
 		// Not unlocked: the thread ends with this goroutine.
 		if _, err := lockThread(cfg.cpu); err != nil {
 			errs.printf("latprobe server: pin the serving thread: %v", err)
