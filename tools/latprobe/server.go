@@ -239,9 +239,9 @@ const (
 
 // streamConfig is how serveStreams serves connections.
 type streamConfig struct {
-	cpu         int           // pin each serving thread here; -1: unpinned
-	maxConns    int           // connections served at once; more are closed at once
-	idleTimeout time.Duration // close a connection that sends nothing this long; 0: never
+	cpu         int                // pin each serving thread here; -1: unpinned
+	maxConns    int                // connections served at once; more are closed at once
+	idleTimeout time.Duration      // close a connection that sends nothing this long; 0: never
 	collector   *metrics.Collector // --metrics: each connection's counters while it lasts; nil: none
 }
 
