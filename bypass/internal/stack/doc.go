@@ -1,5 +1,7 @@
-// Package stack is lowlat's user-space UDP/IPv4 core: what the afxdp and
-// efvi backends share, written once against a small driver contract.
+// Package stack is lowlat's user-space IPv4 core, UDP and TCP: what the
+// afxdp and efvi backends share, written once against a small driver
+// contract. TCP (tcp_linux.go) runs package tcp's connections on it,
+// inline on the polling thread; docs/tcp.md describes it.
 //
 // A Stack owns one driver (the AF_XDP sockets and UMEM of an interface, or
 // an ef_vi VI pair) and any number of Sockets on it. Frames are received

@@ -58,7 +58,8 @@ const (
 	DefaultQueueRecords = 1024
 )
 
-// Stack is one user-space UDP/IPv4 stack: a driver and the sockets on it.
+// Stack is one user-space IPv4 stack: a driver and the UDP sockets, TCP
+// listeners and TCP connections on it.
 type Stack struct {
 	name    string
 	d       Driver
