@@ -72,8 +72,8 @@ const (
 	DefaultKeepProbes = 9
 	defaultPeerMSS    = 536 // RFC 9293: when the peer sends no MSS option
 	minPeerMSS        = 48  // the least MSS taken from a peer (Linux's tcp_min_snd_mss)
-	maxOOOBlocks      = 16
-	maxWindowShift    = 14 // RFC 7323 section 2.3
+	maxBlocks         = 16  // out-of-order blocks kept, and SACK blocks on the scoreboard
+	maxWindowShift    = 14  // RFC 7323 section 2.3
 )
 
 // Config is a connection's settings. The zero value of each field is
@@ -168,8 +168,57 @@ type Stats struct {
 	Cwnd, SndWnd      uint32
 }
 
-// oooBlock is a block of received data beyond a hole: [l, r).
+// oooBlock is a block of sequence space past a hole: [l, r).
 type oooBlock struct{ l, r uint32 }
+
+// blocks is a set of disjoint blocks sorted by sequence number: the data
+// received past a hole, or (the scoreboard) what the peer reports it
+// received past one.
+type blocks struct {
+	b [maxBlocks]oooBlock
+	n int
+}
+
+func (s *blocks) all() []oooBlock { return s.b[:s.n] }
+
+// add merges [l, r) with the blocks it overlaps or touches and returns the
+// index of the block that holds it; false when it touches none and every
+// slot is taken.
+func (s *blocks) add(l, r uint32) (int, bool) {
+	i := 0
+	for i < s.n && seqLT(s.b[i].r, l) {
+		i++
+	}
+	j := i
+	for j < s.n && seqLEQ(s.b[j].l, r) {
+		if seqLT(s.b[j].l, l) {
+			l = s.b[j].l
+		}
+		if seqGT(s.b[j].r, r) {
+			r = s.b[j].r
+		}
+		j++
+	}
+	switch {
+	case j == i: // touches none: insert at i
+		if s.n == maxBlocks {
+			return 0, false
+		}
+		copy(s.b[i+1:s.n+1], s.b[i:s.n])
+		s.n++
+	case j > i+1: // several merged: close the gap
+		copy(s.b[i+1:], s.b[j:s.n])
+		s.n -= j - i - 1
+	}
+	s.b[i] = oooBlock{l, r}
+	return i, true
+}
+
+// drop removes the first k blocks.
+func (s *blocks) drop(k int) {
+	copy(s.b[:], s.b[k:s.n])
+	s.n -= k
+}
 
 // Conn is one TCP connection's protocol state.
 type Conn struct {
@@ -195,8 +244,7 @@ type Conn struct {
 	// for the application; blocks past a hole are in ooo.
 	irs, rcvNxt, rcvRead, rcvAdv uint32
 	rbuf                         ring
-	ooo                          [maxOOOBlocks]oooBlock
-	nooo                         int
+	ooo                          blocks
 	lastOOO                      int // index of the block most recently added to
 	peerFin                      bool
 	oooFin                       bool // a FIN past a hole, at oooFinSeq
@@ -220,8 +268,7 @@ type Conn struct {
 	dupAcks           int
 	inRecovery        bool
 	recover           uint32
-	board             [maxBoard]oooBlock // SACK scoreboard (sack.go)
-	nboard            int
+	board             blocks // SACK scoreboard (sack.go)
 	highRxt           uint32 // the end of the last hole sent again in this recovery
 
 	// Timers: absolute deadlines, 0 when off.
@@ -297,10 +344,6 @@ func (c *Conn) State() State { return c.state }
 
 // Err is why the connection ended, when it did not end cleanly.
 func (c *Conn) Err() error { return c.err }
-
-// LocalPort and RemotePort are the connection's ports.
-func (c *Conn) LocalPort() uint16  { return c.lport }
-func (c *Conn) RemotePort() uint16 { return c.rport }
 
 // Stats returns the connection's counters.
 func (c *Conn) Stats() Stats {
@@ -612,7 +655,7 @@ func (c *Conn) timeout() {
 	c.caAcc = 0
 	c.inRecovery, c.dupAcks = false, 0
 	c.recover = c.sndMax
-	c.nboard, c.highRxt = 0, c.sndUna // RFC 6675 section 5.1: start the scoreboard again
+	c.board.n, c.highRxt = 0, c.sndUna // RFC 6675 section 5.1: start the scoreboard again
 	c.rto = min(c.rto*2, c.cfg.MaxRTO)
 	c.rttTiming = false
 	c.sndNxt = c.sndUna // go back: resend from the first unacknowledged byte
@@ -1071,7 +1114,7 @@ func (c *Conn) receive(seq uint32, p []byte, fin bool) {
 	c.rbuf.put(seq, p)
 	c.rcvNxt += uint32(len(p))
 	c.stats.BytesIn += uint64(len(p))
-	filled := c.nooo > 0
+	filled := c.ooo.n > 0
 	c.mergeOOO()
 	if fin {
 		c.receiveFin(c.rcvNxt)
@@ -1091,53 +1134,31 @@ func (c *Conn) receive(seq uint32, p []byte, fin bool) {
 	}
 }
 
-// addOOO records [l, r) as received past a hole, merging it with the
-// blocks it touches; false when it fits in none and no slot is free.
+// addOOO records [l, r) as received past a hole; false when it fits in
+// no block and no slot is free.
 func (c *Conn) addOOO(l, r uint32) bool {
-	i := 0
-	for i < c.nooo && seqLT(c.ooo[i].r, l) {
-		i++
+	i, ok := c.ooo.add(l, r)
+	if ok {
+		c.lastOOO = i
 	}
-	// Blocks i.. that overlap or touch [l, r) merge into one.
-	j := i
-	for j < c.nooo && seqLEQ(c.ooo[j].l, r) {
-		if seqLT(c.ooo[j].l, l) {
-			l = c.ooo[j].l
-		}
-		if seqGT(c.ooo[j].r, r) {
-			r = c.ooo[j].r
-		}
-		j++
-	}
-	if j == i { // no overlap: insert at i
-		if c.nooo == maxOOOBlocks {
-			return false
-		}
-		copy(c.ooo[i+1:c.nooo+1], c.ooo[i:c.nooo])
-		c.nooo++
-	} else if j > i+1 { // several merged: close the gap
-		copy(c.ooo[i+1:], c.ooo[j:c.nooo])
-		c.nooo -= j - i - 1
-	}
-	c.ooo[i] = oooBlock{l, r}
-	c.lastOOO = i
-	return true
+	return ok
 }
 
 // mergeOOO moves RCV.NXT over the blocks it has reached.
 func (c *Conn) mergeOOO() {
 	k := 0
-	for k < c.nooo && seqLEQ(c.ooo[k].l, c.rcvNxt) {
-		if seqGT(c.ooo[k].r, c.rcvNxt) {
-			n := c.ooo[k].r - c.rcvNxt
-			c.stats.BytesIn += uint64(n)
-			c.rcvNxt = c.ooo[k].r
+	for _, b := range c.ooo.all() {
+		if seqGT(b.l, c.rcvNxt) {
+			break
+		}
+		if seqGT(b.r, c.rcvNxt) {
+			c.stats.BytesIn += uint64(b.r - c.rcvNxt)
+			c.rcvNxt = b.r
 		}
 		k++
 	}
 	if k > 0 {
-		copy(c.ooo[:], c.ooo[k:c.nooo])
-		c.nooo -= k
+		c.ooo.drop(k)
 		c.lastOOO = 0
 	}
 }
@@ -1375,17 +1396,17 @@ func (c *Conn) send(flags uint8, seq uint32, p1, p2 []byte) bool {
 	if c.tsOK {
 		o.HasTimestamp, o.TSVal, o.TSEcr = true, c.tsNow(), c.tsRecent
 	}
-	if c.sackOK && c.nooo > 0 && flags&frame.TCPAck != 0 {
+	if c.sackOK && c.ooo.n > 0 && flags&frame.TCPAck != 0 {
 		most := frame.MaxSACKBlocks
 		if c.tsOK {
 			most = 3 // 12 bytes of timestamps leave room for three
 		}
 		// The block most recently added to first (RFC 2018 section 4).
-		o.SACK[0] = frame.SACKBlock{Left: c.ooo[c.lastOOO].l, Right: c.ooo[c.lastOOO].r}
+		o.SACK[0] = frame.SACKBlock{Left: c.ooo.b[c.lastOOO].l, Right: c.ooo.b[c.lastOOO].r}
 		o.NSACK = 1
-		for i := 0; i < c.nooo && o.NSACK < most; i++ {
+		for i := 0; i < c.ooo.n && o.NSACK < most; i++ {
 			if i != c.lastOOO {
-				o.SACK[o.NSACK] = frame.SACKBlock{Left: c.ooo[i].l, Right: c.ooo[i].r}
+				o.SACK[o.NSACK] = frame.SACKBlock{Left: c.ooo.b[i].l, Right: c.ooo.b[i].r}
 				o.NSACK++
 			}
 		}

@@ -9,10 +9,6 @@ import "github.com/lowlat/lowlat/bypass/internal/frame"
 // by the pipe (the data estimated to be in the network), instead of
 // NewReno's one hole per round trip.
 
-// maxBoard bounds the scoreboard: the peer reports at most four blocks
-// per ACK, and a window with more holes than this is repaired in turns.
-const maxBoard = 16
-
 // takeSACK records the SACK blocks of an acceptable ACK, clipped to the
 // data outstanding.
 func (c *Conn) takeSACK(o *frame.TCPOptions) {
@@ -25,70 +21,35 @@ func (c *Conn) takeSACK(o *frame.TCPOptions) {
 			r = c.sndMax
 		}
 		if seqLT(l, r) {
-			c.boardAdd(l, r)
+			c.board.add(l, r) // a block that fits in no slot is forgotten: the peer repeats it
 		}
 	}
-}
-
-// boardAdd merges [l, r) into the scoreboard, which it keeps sorted and
-// disjoint; a block that fits in no slot is forgotten (the peer repeats
-// it).
-func (c *Conn) boardAdd(l, r uint32) {
-	i := 0
-	for i < c.nboard && seqLT(c.board[i].r, l) {
-		i++
-	}
-	j := i
-	for j < c.nboard && seqLEQ(c.board[j].l, r) {
-		if seqLT(c.board[j].l, l) {
-			l = c.board[j].l
-		}
-		if seqGT(c.board[j].r, r) {
-			r = c.board[j].r
-		}
-		j++
-	}
-	switch {
-	case j == i:
-		if c.nboard == maxBoard {
-			return
-		}
-		copy(c.board[i+1:c.nboard+1], c.board[i:c.nboard])
-		c.nboard++
-	case j > i+1:
-		copy(c.board[i+1:], c.board[j:c.nboard])
-		c.nboard -= j - i - 1
-	}
-	c.board[i] = oooBlock{l, r}
 }
 
 // boardPrune drops what SND.UNA has passed.
 func (c *Conn) boardPrune() {
 	k := 0
-	for k < c.nboard && seqLEQ(c.board[k].r, c.sndUna) {
+	for k < c.board.n && seqLEQ(c.board.b[k].r, c.sndUna) {
 		k++
 	}
-	if k > 0 {
-		copy(c.board[:], c.board[k:c.nboard])
-		c.nboard -= k
-	}
-	if c.nboard > 0 && seqLT(c.board[0].l, c.sndUna) {
-		c.board[0].l = c.sndUna
+	c.board.drop(k)
+	if c.board.n > 0 && seqLT(c.board.b[0].l, c.sndUna) {
+		c.board.b[0].l = c.sndUna
 	}
 }
 
 // highSack is the end of the highest block reported, or SND.UNA.
 func (c *Conn) highSack() uint32 {
-	if c.nboard == 0 {
+	if c.board.n == 0 {
 		return c.sndUna
 	}
-	return c.board[c.nboard-1].r
+	return c.board.b[c.board.n-1].r
 }
 
 // sackedIn counts the bytes of [a, b) on the scoreboard.
 func (c *Conn) sackedIn(a, b uint32) uint32 {
 	n := uint32(0)
-	for _, blk := range c.board[:c.nboard] {
+	for _, blk := range c.board.all() {
 		l, r := blk.l, blk.r
 		if seqLT(l, a) {
 			l = a
@@ -127,7 +88,7 @@ func (c *Conn) nextHole() (seq, n uint32, ok bool) {
 	if seqLT(s, c.sndUna) {
 		s = c.sndUna
 	}
-	for _, blk := range c.board[:c.nboard] {
+	for _, blk := range c.board.all() {
 		if seqLEQ(blk.r, s) {
 			continue
 		}

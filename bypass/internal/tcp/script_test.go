@@ -386,15 +386,15 @@ func invariants(c *Conn, now int64, live bool) error {
 	if w := c.Writable(); w < 0 || w > int(c.sbuf.size()) {
 		return fmt.Errorf("Writable() = %d with a %d-byte buffer", w, c.sbuf.size())
 	}
-	if c.nooo < 0 || c.nooo > maxOOOBlocks {
-		return fmt.Errorf("%d out-of-order blocks", c.nooo)
+	if c.ooo.n < 0 || c.ooo.n > maxBlocks {
+		return fmt.Errorf("%d out-of-order blocks", c.ooo.n)
 	}
 	if c.state.synchronized() || c.state == SynReceived {
 		prev := c.rcvNxt
-		for i := range c.nooo {
-			b := c.ooo[i]
+		for i := range c.ooo.n {
+			b := c.ooo.b[i]
 			if !seqLT(prev, b.l) || !seqLT(b.l, b.r) || seqGT(b.r, c.rcvRead+c.rbuf.size()) {
-				return fmt.Errorf("out-of-order blocks %v (rcv.nxt %d, read %d)", c.ooo[:c.nooo], c.rcvNxt, c.rcvRead)
+				return fmt.Errorf("out-of-order blocks %v (rcv.nxt %d, read %d)", c.ooo.all(), c.rcvNxt, c.rcvRead)
 			}
 			prev = b.r
 		}
@@ -1288,8 +1288,8 @@ func TestScriptOutOfOrder(t *testing.T) {
 			s.expect(fA, L+1, P+5001, blocks(P+6001, P+6501), withWin(32768-5000))
 			s.in(fA, P+5001, L+1, 65535, none, pat(P+5001, 1000))
 			s.expect(fA, L+1, P+6501, withWin(32768-6500))
-			if st := s.c.Stats(); st.OutOfOrder != 5 || st.BytesIn != 6500 || s.c.nooo != 0 {
-				t.Fatalf("stats %+v, %d blocks", st, s.c.nooo)
+			if st := s.c.Stats(); st.OutOfOrder != 5 || st.BytesIn != 6500 || s.c.ooo.n != 0 {
+				t.Fatalf("stats %+v, %d blocks", st, s.c.ooo.n)
 			}
 			s.read(P+1, 6500)
 			s.expectNone() // 6500 bytes read: not yet worth a window update
@@ -1843,7 +1843,7 @@ func TestScriptSACKRecovery(t *testing.T) {
 	s.expectNone()
 	s.in(fA, P+1, L+4001, 65535, none, nil)
 	s.expectNone()
-	if s.c.inRecovery || s.c.nboard != 0 || s.c.NextDeadline() != 0 {
-		t.Fatalf("after recovery: in recovery %v, %d blocks, deadline %d", s.c.inRecovery, s.c.nboard, s.c.NextDeadline())
+	if s.c.inRecovery || s.c.board.n != 0 || s.c.NextDeadline() != 0 {
+		t.Fatalf("after recovery: in recovery %v, %d blocks, deadline %d", s.c.inRecovery, s.c.board.n, s.c.NextDeadline())
 	}
 }
