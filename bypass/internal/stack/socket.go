@@ -800,6 +800,21 @@ func (s *Socket) Stats() backend.Stats {
 // closeWait bounds how long Close waits for calls in flight to leave.
 const closeWait = 5 * time.Second
 
+// shut is the start of every Close on a stack: it shuts the gate (ErrClosed
+// the second time), wakes a sleeping caller and waits for the calls in
+// flight to leave. When one does not, the object (what, for the error) is
+// left open: releasing the stack under a live call could unmap its rings.
+func shut(g *gate.Pair, w *waiter, backendName, what string) error {
+	if !g.Shut() {
+		return backend.ErrClosed
+	}
+	w.wake()
+	if !g.Wait(closeWait) {
+		return fmt.Errorf("%s: close: a call did not leave; %s left open", backendName, what)
+	}
+	return nil
+}
+
 // Close removes the socket's flows from the stack and the device (the
 // kernel gets the traffic back at once), gives its port back, and releases
 // the stack when it was the last socket. A reader waiting in another
@@ -807,14 +822,8 @@ const closeWait = 5 * time.Second
 func (s *Socket) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.gate.Shut() {
-		return backend.ErrClosed
-	}
-	s.w.wake()
-	if !s.gate.Wait(closeWait) {
-		// Releasing the stack under a live call could unmap its rings:
-		// leave the socket open instead.
-		return errors.New(s.st.name + ": close: a reader or writer did not leave; socket left open")
+	if err := shut(&s.gate, &s.w, s.st.name, "socket"); err != nil {
+		return err
 	}
 	var errs []error
 	for len(s.groups) > 0 {

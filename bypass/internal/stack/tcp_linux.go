@@ -1000,12 +1000,8 @@ func (c *TCPConn) CloseWrite() error {
 // TIME-WAIT) goes on in the stack after Close returns, driven by whoever
 // polls the stack and by its keeper; unread data makes it a reset.
 func (c *TCPConn) Close() error {
-	if !c.gate.Shut() {
-		return backend.ErrClosed
-	}
-	c.w.wake()
-	if !c.gate.Wait(closeWait) {
-		return errors.New(c.st.name + ": close: a reader or writer did not leave; connection left open")
+	if err := shut(&c.gate, &c.w, c.st.name, "connection"); err != nil {
+		return err
 	}
 	st := c.st
 	st.rxMu.Lock()
@@ -1223,12 +1219,8 @@ func (l *TCPListener) Addr() netip.AddrPort { return l.laddr }
 // Close stops listening: connections not yet accepted are reset, the
 // port goes back to the kernel when no accepted connection still uses it.
 func (l *TCPListener) Close() error {
-	if !l.gate.Shut() {
-		return backend.ErrClosed
-	}
-	l.w.wake()
-	if !l.gate.Wait(closeWait) {
-		return errors.New(l.st.name + ": close: an Accept did not leave; listener left open")
+	if err := shut(&l.gate, &l.w, l.st.name, "listener"); err != nil {
+		return err
 	}
 	st := l.st
 	st.rxMu.Lock()
