@@ -51,6 +51,10 @@ type Config struct {
 	// TxTimestamps on and the server receive stamps, over UDP with the
 	// lowlat wire and messages of at least MinStageSize bytes.
 	Stages bool
+	// Between, when set, is called after every round trip, warm-up ones
+	// included, outside the measured interval: the place for a hot
+	// goroutine to spend its scheduler time slice (affinity.Yielder).
+	Between func()
 }
 
 func (c Config) wire() Wire {
@@ -229,6 +233,7 @@ func (c *Client) Run(ctx context.Context) (*Result, error) {
 		if _, err := c.roundTrip(false); err != nil && err != ErrLost {
 			return c.result(c.clk.Now(), c.clk.Now()), fmt.Errorf("warm-up: %w", c.explain(err))
 		}
+		c.between()
 	}
 	start := c.startMeasuring()
 	var err error
@@ -244,8 +249,16 @@ func (c *Client) Run(ctx context.Context) (*Result, error) {
 			err = c.explain(e)
 			break
 		}
+		c.between()
 	}
 	return c.finish(start, c.clk.Now(), err)
+}
+
+// between calls Config.Between, if set.
+func (c *Client) between() {
+	if c.cfg.Between != nil {
+		c.cfg.Between()
+	}
 }
 
 // startMeasuring ends the warm-up: the counters start again from zero

@@ -5,6 +5,7 @@ package latency_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -350,6 +351,53 @@ func TestCancel(t *testing.T) {
 	r, err := cl.Run(ctx)
 	if !errors.Is(err, context.DeadlineExceeded) || r == nil || r.Counters.Received == 0 {
 		t.Fatalf("cancel: %v, %+v", err, r)
+	}
+}
+
+// TestBetween: Config.Between is called once after every round trip,
+// warm-up ones included, by Run and by RunAtRate, and never inside one.
+func TestBetween(t *testing.T) {
+	for _, mps := range []int{0, 5000} {
+		t.Run(fmt.Sprintf("mps=%d", mps), func(t *testing.T) {
+			server, client := latencytest.UDPPair(t, bypass.Options{Backend: "kernel"})
+			latencytest.Serve(t, &latency.EchoServer{}, server)
+			calls := 0
+			var cl *latency.Client
+			inFlight := false
+			cfg := latency.Config{Count: 200, Warmup: 20, Timeout: 5 * time.Second, Between: func() {
+				calls++
+				c := cl.Counters()
+				// A request in flight would be one sent and neither
+				// answered nor lost yet.
+				if c.Sent != c.Received+c.Lost {
+					inFlight = true
+				}
+			}}
+			var err error
+			if cl, err = latency.NewClient(latency.PacketTransport(client, server.LocalAddr()), cfg); err != nil {
+				t.Fatal(err)
+			}
+			var c latency.Counters
+			if mps == 0 {
+				r, err := cl.Run(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				c = r.Counters
+			} else {
+				pr, err := cl.RunAtRate(context.Background(), mps)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c = pr.Result.Counters
+			}
+			if want := int(c.Warmup + c.Sent); calls != want || c.Sent != 200 || c.Warmup != 20 {
+				t.Fatalf("Between called %d times; counters %+v: want once per round trip (%d)", calls, c, want)
+			}
+			if inFlight {
+				t.Fatal("Between was called with a request in flight")
+			}
+		})
 	}
 }
 

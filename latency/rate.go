@@ -64,6 +64,7 @@ func (c *Client) RunAtRate(ctx context.Context, mps int) (*PacedResult, error) {
 			pr.Result = c.result(c.clk.Now(), c.clk.Now())
 			return pr, fmt.Errorf("warm-up: %w", c.explain(err))
 		}
+		c.between()
 	}
 	start := c.startMeasuring()
 	next := start
@@ -107,6 +108,9 @@ func (c *Client) RunAtRate(ctx context.Context, mps int) (*PacedResult, error) {
 			pr.Skipped++
 			next += interval
 		}
+		// Before the next slot's wait: a pass through the scheduler that
+		// overruns the slot shows in the corrected series, as it should.
+		c.between()
 	}
 	pr.Result, err = c.finish(start, c.clk.Now(), err)
 	return pr, err
