@@ -246,6 +246,24 @@ func TestJitter(t *testing.T) {
 			t.Fatalf("cpu object lacks %q: %s", k, r.stdout)
 		}
 	}
+	// --yield-every: the passes through the scheduler are counted and
+	// priced apart from the gaps.
+	r = runBinary(t, "jitter", "--cpus", "0", "--duration", "200ms", "--yield-every", "2ms", "--json")
+	if r.code != 0 {
+		t.Fatalf("--yield-every: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	var yrep struct {
+		CPUs []struct {
+			Yields  int64            `json:"yields"`
+			YieldNS map[string]int64 `json:"yield_ns"`
+		}
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.stdout)), &yrep); err != nil {
+		t.Fatalf("%v: %s", err, r.stdout)
+	}
+	if len(yrep.CPUs) != 1 || yrep.CPUs[0].Yields == 0 || yrep.CPUs[0].YieldNS["max"] < yrep.CPUs[0].YieldNS["p50"] {
+		t.Fatalf("--yield-every 2ms for 200ms: %s", r.stdout)
+	}
 	for _, bad := range [][]string{
 		{"jitter", "--cpus", "x"},
 		{"jitter", "--duration", "-1s"},

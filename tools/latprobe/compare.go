@@ -51,6 +51,7 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	warmup := fs.Int("warmup", 1000, "latprobe's warm-up round trips (sockperf warms up for its own 400 ms)")
 	plotName := fs.String("plot", "", "draw every run's percentile distribution to this .svg or .png file")
 	sockperfBin := fs.String("sockperf", "sockperf", "the sockperf program")
+	hot := fs.Bool("hot", false, "also run latprobe's server and client with --hot, interleaved with the others in every repeat (hot thread before and after, in one run)")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -97,18 +98,30 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 	fmt.Fprintf(stdout, "latprobe vs sockperf: %s, %d B, 127.0.0.1, client on cpu %d, server on cpu %d, both spinning\n", *proto, *size, clientCPU, serverCPU)
 	fmt.Fprintf(stdout, "  latprobe: server and client --backend busypoll --wait spin, %d round trips after %d warm-up\n", *count, *warmup)
+	if *hot {
+		fmt.Fprintf(stdout, "  latprobe --hot: the same with --hot on both ends (each thread alone on its CPU, Go's scheduler passed between messages)\n")
+	}
 	fmt.Fprintf(stdout, "  sockperf: sr and pp -F r --nonblocked (busy recvfrom) --full-rtt, pinned with taskset, for as long as latprobe took\n")
 	fmt.Fprintln(stdout, clockLine())
 
-	var lp, so []compareRun
+	var lp, lh, so []compareRun
 	for r := 1; r <= *repeats; r++ {
 		fmt.Fprintf(stderr, "latprobe compare: repeat %d of %d: latprobe\n", r, *repeats)
-		l, err := compareLatprobe(ctx, self, dir, *proto, *size, *count, *warmup, clientCPU, serverCPU)
+		l, err := compareLatprobe(ctx, self, dir, *proto, *size, *count, *warmup, clientCPU, serverCPU, false)
 		if err != nil {
 			return fmt.Errorf("repeat %d: latprobe: %w", r, err)
 		}
 		l.series.name = fmt.Sprintf("latprobe #%d", r)
 		lp = append(lp, l)
+		if *hot {
+			fmt.Fprintf(stderr, "latprobe compare: repeat %d of %d: latprobe --hot\n", r, *repeats)
+			h, err := compareLatprobe(ctx, self, dir, *proto, *size, *count, *warmup, clientCPU, serverCPU, true)
+			if err != nil {
+				return fmt.Errorf("repeat %d: latprobe --hot: %w", r, err)
+			}
+			h.series.name = fmt.Sprintf("latprobe --hot #%d", r)
+			lh = append(lh, h)
+		}
 		secs := max(1, int(math.Ceil(l.elapsed.Seconds()+0.5)))
 		fmt.Fprintf(stderr, "latprobe compare: repeat %d of %d: sockperf for %d s\n", r, *repeats, secs)
 		s, err := compareSockperf(ctx, sp, dir, *proto, *size, secs, clientCPU, serverCPU)
@@ -118,13 +131,17 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		s.series.name = fmt.Sprintf("sockperf #%d", r)
 		so = append(so, s)
 	}
-	if err := writeComparison(stdout, lp, so); err != nil {
+	if err := writeComparison(stdout, lp, lh, so); err != nil {
 		return err
 	}
 	if *plotName != "" {
 		var all []series
 		for i := range lp {
-			all = append(all, lp[i].series, so[i].series)
+			all = append(all, lp[i].series)
+			if lh != nil {
+				all = append(all, lh[i].series)
+			}
+			all = append(all, so[i].series)
 		}
 		return writePlot(*plotName, fmt.Sprintf("latprobe vs sockperf, %s %d B loopback", *proto, *size), all)
 	}
@@ -218,9 +235,15 @@ func waitLine(lines <-chan string, re *regexp.Regexp) ([]string, error) {
 
 var latprobeListening = regexp.MustCompile(`latprobe server: (?:udp|tcp) (\d+\.\d+\.\d+\.\d+:\d+)`)
 
-func compareLatprobe(ctx context.Context, self, dir, proto string, size, count, warmup, clientCPU, serverCPU int) (compareRun, error) {
-	srv := exec.CommandContext(ctx, self, "server", "--addr", "127.0.0.1:0", "--proto", proto, "--backend", "busypoll",
-		"--wait", "spin", "--cpu", strconv.Itoa(serverCPU), "--wire", "lowlat")
+// compareLatprobe runs latprobe's server and client once, with --hot on
+// both when hot is set (a TCP server has no --hot: the client's alone).
+func compareLatprobe(ctx context.Context, self, dir, proto string, size, count, warmup, clientCPU, serverCPU int, hot bool) (compareRun, error) {
+	srvArgs := []string{"server", "--addr", "127.0.0.1:0", "--proto", proto, "--backend", "busypoll",
+		"--wait", "spin", "--cpu", strconv.Itoa(serverCPU), "--wire", "lowlat"}
+	if hot && proto == "udp" {
+		srvArgs = append(srvArgs, "--hot")
+	}
+	srv := exec.CommandContext(ctx, self, srvArgs...)
 	lines, stop, err := startLogged(srv)
 	if err != nil {
 		return compareRun{}, err
@@ -231,9 +254,13 @@ func compareLatprobe(ctx context.Context, self, dir, proto string, size, count, 
 		return compareRun{}, fmt.Errorf("server: %w", err)
 	}
 	hlog := filepath.Join(dir, "latprobe.hlog")
-	cl := exec.CommandContext(ctx, self, "client", "--peer", m[1], "--proto", proto, "--backend", "busypoll", "--wait", "spin",
+	clArgs := []string{"client", "--peer", m[1], "--proto", proto, "--backend", "busypoll", "--wait", "spin",
 		"--cpu", strconv.Itoa(clientCPU), "--count", strconv.Itoa(count), "--warmup", strconv.Itoa(warmup),
-		"--size", strconv.Itoa(size), "--json", "--hlog", hlog, "--timeout", "1s")
+		"--size", strconv.Itoa(size), "--json", "--hlog", hlog, "--timeout", "1s"}
+	if hot {
+		clArgs = append(clArgs, "--hot")
+	}
+	cl := exec.CommandContext(ctx, self, clArgs...)
 	var errb strings.Builder
 	cl.Stderr = &errb
 	out, cerr := cl.Output()
@@ -404,8 +431,8 @@ func median(xs []float64) float64 {
 }
 
 // writeComparison prints every run, the medians, the ratio row and the
-// spread across repeats.
-func writeComparison(w io.Writer, lp, so []compareRun) error {
+// spread across repeats; lh, latprobe's runs with --hot, may be nil.
+func writeComparison(w io.Writer, lp, lh, so []compareRun) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "tool\trun\tsamples\t")
 	for _, c := range compareCols {
@@ -419,9 +446,19 @@ func writeComparison(w io.Writer, lp, so []compareRun) error {
 		}
 		fmt.Fprintln(tw)
 	}
+	type tool struct {
+		name, short string
+		runs        []compareRun
+	}
+	tools := []tool{{"latprobe", "lp", lp}}
+	if lh != nil {
+		tools = append(tools, tool{"latprobe --hot", "hot", lh})
+	}
+	tools = append(tools, tool{"sockperf", "sp", so})
 	for i := range lp {
-		row("latprobe", strconv.Itoa(i+1), strconv.FormatInt(lp[i].samples, 10), lp[i].us, "%.2f")
-		row("sockperf", strconv.Itoa(i+1), strconv.FormatInt(so[i].samples, 10), so[i].us, "%.2f")
+		for _, t := range tools {
+			row(t.name, strconv.Itoa(i+1), strconv.FormatInt(t.runs[i].samples, 10), t.runs[i].us, "%.2f")
+		}
 	}
 	stat := func(runs []compareRun, f func([]float64) float64) []float64 {
 		out := make([]float64, len(compareCols))
@@ -441,18 +478,24 @@ func writeComparison(w io.Writer, lp, so []compareRun) error {
 		}
 		return 100 * (xs[len(xs)-1] - xs[0]) / m // xs sorted by median
 	}
-	lm, sm := stat(lp, median), stat(so, median)
-	row("latprobe", "median", "", lm, "%.2f")
-	row("sockperf", "median", "", sm, "%.2f")
-	ratio := make([]float64, len(lm))
-	for i := range lm {
-		if sm[i] > 0 {
-			ratio[i] = lm[i] / sm[i]
-		}
+	medians := make([][]float64, len(tools))
+	for i, t := range tools {
+		medians[i] = stat(t.runs, median)
+		row(t.name, "median", "", medians[i], "%.2f")
 	}
-	row("ratio", "lp/sp", "", ratio, "%.3f")
-	row("spread %", "latprobe", "", stat(lp, spread), "%.0f")
-	row("spread %", "sockperf", "", stat(so, spread), "%.0f")
+	sm := medians[len(tools)-1]
+	for i, t := range tools[:len(tools)-1] {
+		ratio := make([]float64, len(sm))
+		for c := range sm {
+			if sm[c] > 0 {
+				ratio[c] = medians[i][c] / sm[c]
+			}
+		}
+		row("ratio", t.short+"/sp", "", ratio, "%.3f")
+	}
+	for _, t := range tools {
+		row("spread %", t.name, "", stat(t.runs, spread), "%.0f")
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

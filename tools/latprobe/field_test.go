@@ -114,16 +114,22 @@ func TestClientAgainstSockperfServer(t *testing.T) {
 	}
 }
 
-// TestCompare: compare prints both tools' runs and a ratio row.
+// TestCompare: compare prints both tools' runs and a ratio row; with
+// --hot, latprobe's hot runs too, interleaved, and their own ratio row.
 func TestCompare(t *testing.T) {
 	needSockperf(t)
-	r := runBinary(t, "compare", "--with", "sockperf", "--count", "20000", "--repeats", "2")
+	r := runBinary(t, "compare", "--with", "sockperf", "--count", "20000", "--repeats", "2", "--hot")
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s\n%s", r.code, r.stderr, r.stdout)
 	}
-	ratio := regexp.MustCompile(`(?m)^\s*ratio\s+lp/sp(\s+\d+\.\d+){7}\s*$`)
-	if !ratio.MatchString(r.stdout) || strings.Count(r.stdout, "sockperf ") < 2 {
-		t.Fatalf("no ratio row:\n%s", r.stdout)
+	for _, row := range []string{"lp/sp", "hot/sp"} {
+		ratio := regexp.MustCompile(`(?m)^\s*ratio\s+` + row + `(\s+\d+\.\d+){7}\s*$`)
+		if !ratio.MatchString(r.stdout) {
+			t.Fatalf("no %s ratio row:\n%s", row, r.stdout)
+		}
+	}
+	if strings.Count(r.stdout, "sockperf ") < 2 || strings.Count(r.stdout, "latprobe --hot ") < 2 {
+		t.Fatalf("runs missing:\n%s", r.stdout)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,6 +38,12 @@ type jitterCPU struct {
 	// switches: a spinning goroutine never sleeps by itself, so each is the
 	// Go runtime handing it off (a preemption, a stop-the-world).
 	RuntimePreemptions int64 `json:"runtime_preemptions"`
+	// Yields are the passes through the scheduler that --yield-every
+	// asked for, and YieldNS what one took: the price of one runtime
+	// hand-off of a locked goroutine on this host. Their time is not
+	// counted as gaps.
+	Yields  int64            `json:"yields,omitempty"`
+	YieldNS map[string]int64 `json:"yield_ns,omitempty"`
 }
 
 type jitterReport struct {
@@ -60,6 +67,7 @@ func cmdJitter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the table")
 	plotName := fs.String("plot", "", "draw each CPU's gap distribution to this .svg or .png file")
 	hot := fs.Bool("hot", false, "make the spinning thread hot (affinity.MakeHot): every other thread of the process kept off its CPU; one CPU only")
+	yieldEvery := fs.Duration("yield-every", 0, "pass through Go's scheduler (runtime.Gosched) this often, as affinity.Yielder does, and report what each pass costs (0: never)")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -86,6 +94,9 @@ func cmdJitter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 		}
 	}
+	if *yieldEvery < 0 || *yieldEvery > time.Minute {
+		return usagef("--yield-every %v: want 0 (never) to 1m", *yieldEvery)
+	}
 	if *hot && len(cpus) != 1 {
 		return usagef("--hot: one CPU only (the others are the housekeeping CPUs), not %d", len(cpus))
 	}
@@ -109,7 +120,7 @@ func cmdJitter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, h, err := spinOn(ctx, cpu, *duration, int64(*threshold), *hot)
+			r, h, err := spinOn(ctx, cpu, *duration, int64(*threshold), *hot, int64(*yieldEvery))
 			if err != nil {
 				errMu.Lock()
 				spinErr = err
@@ -148,13 +159,19 @@ func cmdJitter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			r.CPU, r.Gaps, r.LostPct, us(r.GapNS["p50"]), us(r.GapNS["p99"]), us(r.GapNS["p99_9"]), us(r.GapNS["max"]))
 		fmt.Fprintf(stdout, "  interrupts %s; softirqs %s; involuntary switches %d, runtime hand-offs %d, steal %.1f ms\n",
 			topCounts(r.Interrupts), topCounts(r.Softirqs), r.CtxSwitches, r.RuntimePreemptions, float64(r.StealNS)/1e6)
+		if r.Yields > 0 {
+			fmt.Fprintf(stdout, "  %d passes through the scheduler, each p50 %.1f µs, p99 %.1f µs, max %.1f µs (not counted as gaps)\n",
+				r.Yields, us(r.YieldNS["p50"]), us(r.YieldNS["p99"]), us(r.YieldNS["max"]))
+		}
 	}
 	return nil
 }
 
 // spinOn pins a locked thread to cpu and reads the clock in a loop for d,
-// recording every gap between two reads longer than threshold.
-func spinOn(ctx context.Context, cpu int, d time.Duration, threshold int64, hot bool) (jitterCPU, *hdrhistogram.Histogram, error) {
+// recording every gap between two reads longer than threshold. With
+// yieldEvery above 0 it passes through the scheduler that often and
+// records what each pass took apart from the gaps.
+func spinOn(ctx context.Context, cpu int, d time.Duration, threshold int64, hot bool, yieldEvery int64) (jitterCPU, *hdrhistogram.Histogram, error) {
 	if hot {
 		h, err := affinity.MakeHot(cpu, affinity.CPUSet{})
 		if err != nil {
@@ -171,11 +188,13 @@ func spinOn(ctx context.Context, cpu int, d time.Duration, threshold int64, hot 
 	vol0, invol0 := threadSwitches()
 	clk := latency.NewClock()
 	h := latency.NewHistogram()
+	yh := latency.NewHistogram()
 	var lost int64
 	done := ctx.Done()
 	start := clk.Now()
 	end := start + int64(d)
 	last := start
+	nextYield := start + yieldEvery
 	for i := uint64(0); ; i++ {
 		now := clk.Now()
 		if gap := now - last; gap > threshold {
@@ -185,6 +204,12 @@ func spinOn(ctx context.Context, cpu int, d time.Duration, threshold int64, hot 
 		last = now
 		if now >= end {
 			break
+		}
+		if yieldEvery > 0 && now >= nextYield {
+			runtime.Gosched()
+			last = clk.Now()
+			yh.RecordValue(min(last-now, yh.HighestTrackableValue()))
+			nextYield = last + yieldEvery
 		}
 		if i&0xffff == 0 {
 			select {
@@ -201,6 +226,10 @@ func spinOn(ctx context.Context, cpu int, d time.Duration, threshold int64, hot 
 		GapNS:              map[string]int64{"p50": s.P50, "p99": s.P99, "p99_9": s.P999, "max": s.Max},
 		CtxSwitches:        invol1 - invol0,
 		RuntimePreemptions: vol1 - vol0,
+	}
+	if n := yh.TotalCount(); n > 0 {
+		ys := latency.Summarize(yh)
+		r.Yields, r.YieldNS = n, map[string]int64{"p50": ys.P50, "p99": ys.P99, "max": ys.Max}
 	}
 	return r, h, nil
 }

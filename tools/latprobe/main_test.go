@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -385,6 +386,30 @@ func TestServerClient(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestHotServerClient: a hot server and a hot client (each thread alone
+// on its CPU, the client passing through the scheduler between round
+// trips) answer and measure as plain ones do, and the server exits
+// cleanly, its threads given back.
+func TestHotServerClient(t *testing.T) {
+	cpus, err := usableCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cpus) < 2 {
+		t.Skipf("a hot thread needs another CPU for the rest of its process; this process may use %v", cpus)
+	}
+	c, s := strconv.Itoa(cpus[len(cpus)-1]), strconv.Itoa(cpus[len(cpus)-2])
+	addr := startServer(t, nil, "--backend", "busypoll", "--addr", "127.0.0.1:0", "--cpu", s, "--hot")
+	r := runBinary(t, "client", "--peer", addr.String(), "--backend", "busypoll", "--cpu", c, "--hot",
+		"--duration", "50ms", "--warmup", "20", "--timeout", "5s", "--json")
+	if r.code != 0 {
+		t.Fatalf("client exit %d: %s", r.code, r.stderr)
+	}
+	if got := parseReports(t, r.stdout)[0]; got.Sent == 0 || got.Samples == 0 || got.Lost != 0 {
+		t.Fatalf("report %+v", got)
 	}
 }
 

@@ -103,7 +103,8 @@ func measurePeers(ctx context.Context, peers []latency.Peer, pl *plan) ([]latenc
 }
 
 // onMeasuringThread runs body on a goroutine locked to its OS thread and
-// pinned to pl.cpu when that is set, then draws the plot pl asks for from
+// pinned to pl.cpu when that is set (made hot with --hot: then pl.cfg's
+// Between is the thread's Yielder), then draws the plot pl asks for from
 // the series body added. It returns body's reports, those made before an
 // error included, and the first error.
 func onMeasuringThread(pl *plan, body func() ([]latency.Report, error)) ([]latency.Report, error) {
@@ -115,12 +116,26 @@ func onMeasuringThread(pl *plan, body func() ([]latency.Report, error)) ([]laten
 	go func() {
 		var o out
 		defer func() { ch <- o }()
-		unlock, err := lockThread(pl.cpu)
-		if err != nil {
-			o.err = fmt.Errorf("pin the measuring thread: %w", err)
-			return
+		if pl.hot {
+			between, release, err := hotThread(pl.cpu)
+			if err != nil {
+				o.err = fmt.Errorf("the measuring thread: %w", err)
+				return
+			}
+			defer func() {
+				if err := release(); err != nil && o.err == nil {
+					o.err = fmt.Errorf("the measuring thread: %w", err)
+				}
+			}()
+			pl.cfg.Between = between
+		} else {
+			unlock, err := lockThread(pl.cpu)
+			if err != nil {
+				o.err = fmt.Errorf("pin the measuring thread: %w", err)
+				return
+			}
+			defer unlock()
 		}
-		defer unlock()
 		o.reports, o.err = body()
 	}()
 	o := <-ch

@@ -58,6 +58,7 @@ type probe struct {
 	timestamps           bool          // stamp datagrams; run, client: split each round trip into stages
 	groups, sources      stringList    // server: multicast groups to join, and the sources to join them for
 	metricsAddr          string        // server, udp: serve the connections' counters for Prometheus here
+	hot                  bool          // server, client: the serving or measuring thread is hot
 }
 
 // newProbe registers the flags of the given role on a new flag set.
@@ -82,6 +83,7 @@ func newProbe(name string, r role) *probe {
 		fs.Var(&p.groups, "group", "udp: join this multicast `GROUP` on every --addr and answer what arrives there (repeatable); --iface names the interface")
 		fs.StringVar(&p.metricsAddr, "metrics", "", "serve every connection's counters for Prometheus on `[IP]:PORT` (/metrics): a UDP address's, or each TCP connection's while it is open")
 		fs.Var(&p.sources, "source", "udp, with --group: join the groups for this `SOURCE` only (source-specific, IGMPv3/MLDv2; repeatable)")
+		fs.BoolVar(&p.hot, "hot", false, hotUsage(roleServer))
 		return p
 	case roleRun:
 		fs.StringVar(&p.addr, "addr", defaultRunAddr, "address the echo server listens on; the client binds the same IP")
@@ -90,6 +92,7 @@ func newProbe(name string, r role) *probe {
 		fs.Var(&p.addrs, "addr", "local UDP `IP:PORT` to bind (default: any); with several --peer, once for all (port 0) or once per --peer, in order")
 		fs.Var(&p.peers, "peer", "the server's `HOST:PORT` (required); repeat it to measure several servers from one thread, one socket and one request in flight each (udp)")
 		fs.IntVar(&p.cpu, "cpu", -1, "pin the measuring thread to this CPU; -1 leaves it unpinned")
+		fs.BoolVar(&p.hot, "hot", false, hotUsage(roleClient))
 	}
 	fs.IntVar(&p.count, "count", 0, "measure this many round trips (instead of --duration)")
 	fs.DurationVar(&p.duration, "duration", defaultDuration, "measure for this long, per message size")
@@ -124,6 +127,7 @@ type plan struct {
 	sizes   []int
 	cfg     latency.Config // Size is set per size
 	cpu     int            // -1: not pinned
+	hot     bool           // server, client: make the thread on cpu hot (--hot)
 	waitSet bool
 	wire    latency.Wire // see field.go
 	mps     int
@@ -142,7 +146,7 @@ type plan struct {
 // validate checks the flags, and the LOWLAT_* environment under them, and
 // returns a usageError naming the first flag that is wrong.
 func (p *probe) validate() (*plan, error) {
-	pl := &plan{cpu: p.cpu}
+	pl := &plan{cpu: p.cpu, hot: p.hot}
 	if err := p.validateField(pl); err != nil {
 		return nil, err
 	}
@@ -228,6 +232,12 @@ func (p *probe) validate() (*plan, error) {
 		if !slices.Contains(cpus, p.cpu) {
 			return nil, usagef("--cpu %d: not a CPU this process may run on (have %s)", p.cpu, affinity.NewCPUSet(cpus...))
 		}
+	}
+	if p.hot && p.cpu == -1 {
+		return nil, usagef("--hot: needs --cpu, the CPU the thread has to itself")
+	}
+	if p.hot && p.role == roleServer && p.proto == "tcp" {
+		return nil, usagef("--hot: udp only (a TCP server serves each connection on a thread of its own)")
 	}
 
 	switch p.role {
@@ -482,6 +492,27 @@ func lockThread(cpu int) (unlock func(), err error) {
 		return unlockOSThread, nil
 	}
 	return affinity.LockAndPin(cpu)
+}
+
+// hotUsage is --hot's help for the serving or the measuring thread.
+func hotUsage(r role) string {
+	u := "make the %s thread hot: alone on --cpu, every other thread of the process kept on the other CPUs (affinity.MakeHot)"
+	if r == roleServer {
+		return fmt.Sprintf(u+"; needs --cpu, udp only", "serving")
+	}
+	return fmt.Sprintf(u+", and passing through Go's scheduler between round trips so that the runtime never preempts it during one (affinity.Yielder); needs --cpu", "measuring")
+}
+
+// hotThread makes the calling goroutine's thread hot on cpu (client
+// --hot): it returns the Yielder's Between, to call between round trips,
+// and the function that undoes it all, to call from the same goroutine.
+func hotThread(cpu int) (between func(), release func() error, err error) {
+	h, err := affinity.MakeHot(cpu, affinity.CPUSet{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("make the thread on cpu %d hot: %w", cpu, err)
+	}
+	y := affinity.NewYielder(0)
+	return func() { y.Between() }, h.Release, nil
 }
 
 // nicBackends bind a NIC queue. Two ends on one host cannot reach each

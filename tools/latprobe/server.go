@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/lowlat/lowlat/affinity"
 	"github.com/lowlat/lowlat/bypass"
 	"github.com/lowlat/lowlat/latency"
 	"github.com/lowlat/lowlat/metrics"
@@ -141,12 +142,12 @@ func serveUDP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout io.
 	fmt.Fprintln(stdout, describe("latprobe server: udp", c.LocalAddr(), pl.cpu, c.Info()))
 	done := make(chan error, 1)
 	go func() {
-		unlock, err := lockThread(pl.cpu)
+		release, err := servingThread(pl)
 		if err != nil {
-			done <- fmt.Errorf("pin the serving thread: %w", err)
+			done <- err
 			return
 		}
-		defer unlock()
+		defer release()
 		done <- srv.ServePacket(c)
 	}()
 	select {
@@ -159,6 +160,35 @@ func serveUDP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout io.
 		c.Close()
 		return true, counters, err
 	}
+}
+
+// servingThread locks the calling goroutine to its thread, pinned to
+// --cpu, or made hot with --hot. The returned function undoes it; call it
+// on the same goroutine. A failure to undo is printed, not returned:
+// serving is over.
+//
+// A hot serving thread does not pass through the scheduler between
+// requests as a hot client does: a server cannot tell when the next
+// request comes, a pass costs the same wherever it lands (a thread
+// hand-off, about 120 µs on the project's VM), and passing every 8 ms
+// would make two to three times as many as the runtime's own preemptions.
+func servingThread(pl *plan) (release func(), err error) {
+	if !pl.hot {
+		unlock, err := lockThread(pl.cpu)
+		if err != nil {
+			return nil, fmt.Errorf("pin the serving thread: %w", err)
+		}
+		return unlock, nil
+	}
+	h, err := affinity.MakeHot(pl.cpu, affinity.CPUSet{})
+	if err != nil {
+		return nil, fmt.Errorf("make the serving thread on cpu %d hot: %w", pl.cpu, err)
+	}
+	return func() {
+		if err := h.Release(); err != nil {
+			fmt.Fprintf(os.Stderr, "latprobe server: the serving thread: %v\n", err)
+		}
+	}, nil
 }
 
 // servePoller serves every --addr from one thread through one
@@ -205,12 +235,12 @@ func servePoller(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout 
 	fmt.Fprintf(stdout, "latprobe server: %d addresses served from one thread through one poller, wait %s\n", len(conns), po.Wait)
 	done := make(chan error, 1)
 	go func() {
-		unlock, err := lockThread(pl.cpu)
+		release, err := servingThread(pl)
 		if err != nil {
-			done <- fmt.Errorf("pin the serving thread: %w", err)
+			done <- err
 			return
 		}
-		defer unlock()
+		defer release()
 		done <- srv.ServePoller(ctx, p)
 	}()
 	err = <-done
