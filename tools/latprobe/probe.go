@@ -500,7 +500,7 @@ func hotUsage(r role) string {
 	if r == roleServer {
 		return fmt.Sprintf(u+"; needs --cpu, udp only", "serving")
 	}
-	return fmt.Sprintf(u+", and passing through Go's scheduler between round trips so that the runtime never preempts it during one (affinity.Yielder); needs --cpu", "measuring")
+	return fmt.Sprintf(u+", and, with one --peer, passing through Go's scheduler between round trips so that the runtime never preempts it during one (affinity.Yielder); needs --cpu", "measuring")
 }
 
 // hotThread makes the calling goroutine's thread hot on cpu (client
