@@ -6,13 +6,9 @@ import (
 )
 
 // DefaultYieldEvery is how often a Yielder passes through the scheduler:
-// under the Go runtime's 10 ms time slice by more than a Yielder's
-// granularity at one message every 100 µs.
+// under the Go runtime's 10 ms time slice, with 2 ms to spare for the time
+// between two calls.
 const DefaultYieldEvery = 8 * time.Millisecond
-
-// yieldCheck is how many Between calls go by between two readings of the
-// clock: a reading costs tens of nanoseconds, a call a few.
-const yieldCheck = 16
 
 // A Yielder spends the Go runtime's time slice where its goroutine
 // chooses: between two messages, never in the middle of one.
@@ -37,17 +33,18 @@ const yieldCheck = 16
 // the same wherever it lands, and passing every 8 ms makes more of them
 // than the runtime's own preemptions (one per 10 to 20 ms).
 //
-// Between costs a counter increment, and every 16 calls one clock
-// reading; it allocates nothing. Garbage collection is not delayed: a
-// collection's stop-the-world still preempts the goroutine at its next
-// function call, as it would without a Yielder.
+// Between costs one reading of the monotonic clock (tens of nanoseconds)
+// and allocates nothing; call it once per message or per batch, as long
+// as two calls are never 2 ms apart while the goroutine spins (else the
+// runtime may still preempt it in between). Garbage collection is not
+// delayed: a collection's stop-the-world still preempts the goroutine at
+// its next preemption point, as it would without a Yielder.
 //
 // A Yielder belongs to one goroutine; it is not safe for concurrent use.
 type Yielder struct {
 	every  time.Duration
 	base   time.Time
 	last   time.Duration // since base: the end of the latest pass
-	calls  uint32
 	passes uint64
 }
 
@@ -66,10 +63,6 @@ func NewYielder(every time.Duration) *Yielder {
 // when the Yielder's period has gone by since its last pass, and reports
 // whether it did.
 func (y *Yielder) Between() bool {
-	y.calls++
-	if y.calls%yieldCheck != 0 {
-		return false
-	}
 	if time.Since(y.base)-y.last < y.every {
 		return false
 	}

@@ -51,9 +51,11 @@ type Config struct {
 	// TxTimestamps on and the server receive stamps, over UDP with the
 	// lowlat wire and messages of at least MinStageSize bytes.
 	Stages bool
-	// Between, when set, is called after every round trip, warm-up ones
-	// included, outside the measured interval: the place for a hot
-	// goroutine to spend its scheduler time slice (affinity.Yielder).
+	// Between, when set, is called by Run and RunAtRate after every round
+	// trip, warm-up ones included, outside the measured interval: the
+	// place for a hot goroutine to spend its scheduler time slice
+	// (affinity.Yielder). MultiClient does not call it: one of its peers
+	// always has a request in flight.
 	Between func()
 }
 

@@ -34,9 +34,22 @@ echo "U:127.0.0.1:$port" > "$dir/feed"
 lpj() { grep -o '"p50":[0-9]*\|"p99":[0-9]*\|"p99_9":[0-9]*\|"p99_99":[0-9]*' "$1" | cut -d: -f2 | awk '{printf "%.2f ", $1/1000}'; }
 spj() { awk '/percentile 50.000/{a=$NF}/percentile 99.000/{b=$NF}/percentile 99.900/{c=$NF}/percentile 99.990/{d=$NF}END{printf "%s %s %s %s ",a,b,c,d}' "$1"; }
 spc() { taskset -c 1 sockperf ping-pong -f "$dir/feed" -F r --nonblocked --full-rtt -m 64 -t "$secs" > "$1" 2>&1; }
-lpc() { "$lp" client --peer 127.0.0.1:$port --wire sockperf --size 64 --backend busypoll --wait spin --cpu 1 --json --count "$count" "$@" 2>/dev/null; }
+lpc() {
+  if ! "$lp" client --peer 127.0.0.1:$port --wire sockperf --size 64 --backend busypoll --wait spin --cpu 1 --json --count "$count" "$@" 2>"$dir/err"; then
+    echo "$0: latprobe client $*: $(tail -3 "$dir/err")" >&2
+    exit 1
+  fi
+}
 sps() { taskset -c 0 sockperf server -f "$dir/feed" -F r --nonblocked >/dev/null 2>&1 & pids+=($!); sleep 0.5; }
-stop() { kill -INT "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
+# stop ends the newest server: SIGINT, then SIGKILL if it is still there after 10 s.
+stop() {
+  local p=${pids[-1]}
+  kill -INT "$p" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  unset 'pids[-1]'
+}
 echo "p50 p99 p99.9 p99.99 in µs"
 for ((i = 1; i <= repeats; i++)); do
   sps

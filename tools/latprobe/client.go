@@ -63,6 +63,9 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if perr := printReports(stdout, reports, p.json); perr != nil && err == nil {
 		err = perr
 	}
+	if pl.hot {
+		fmt.Fprintf(info, "hot thread on cpu %d: %d passes through the scheduler between round trips\n", pl.cpu, pl.passes)
+	}
 	if ti, ok := stream.(bypass.TCPInfoer); ok {
 		fmt.Fprintln(info, tcpInfoLine(ti.TCPInfo()))
 	}

@@ -99,7 +99,7 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fmt.Fprintf(stdout, "latprobe vs sockperf: %s, %d B, 127.0.0.1, client on cpu %d, server on cpu %d, both spinning\n", *proto, *size, clientCPU, serverCPU)
 	fmt.Fprintf(stdout, "  latprobe: server and client --backend busypoll --wait spin, %d round trips after %d warm-up\n", *count, *warmup)
 	if *hot {
-		fmt.Fprintf(stdout, "  latprobe --hot: the same with --hot on both ends (each thread alone on its CPU, Go's scheduler passed between messages)\n")
+		fmt.Fprintf(stdout, "  latprobe --hot: the same with --hot: each end's thread alone on its CPU (a TCP server's not), the client passing through Go's scheduler between round trips\n")
 	}
 	fmt.Fprintf(stdout, "  sockperf: sr and pp -F r --nonblocked (busy recvfrom) --full-rtt, pinned with taskset, for as long as latprobe took\n")
 	fmt.Fprintln(stdout, clockLine())

@@ -36,7 +36,8 @@ type jitterCPU struct {
 	StealNS     int64 `json:"steal_ns"`
 	// RuntimePreemptions are the spinning thread's voluntary context
 	// switches: a spinning goroutine never sleeps by itself, so each is the
-	// Go runtime handing it off (a preemption, a stop-the-world).
+	// Go runtime handing it off (a preemption, a stop-the-world, and with
+	// --yield-every the passes it asked for).
 	RuntimePreemptions int64 `json:"runtime_preemptions"`
 	// Yields are the passes through the scheduler that --yield-every
 	// asked for, and YieldNS what one took: the price of one runtime
@@ -160,7 +161,7 @@ func cmdJitter(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "  interrupts %s; softirqs %s; involuntary switches %d, runtime hand-offs %d, steal %.1f ms\n",
 			topCounts(r.Interrupts), topCounts(r.Softirqs), r.CtxSwitches, r.RuntimePreemptions, float64(r.StealNS)/1e6)
 		if r.Yields > 0 {
-			fmt.Fprintf(stdout, "  %d passes through the scheduler, each p50 %.1f µs, p99 %.1f µs, max %.1f µs (not counted as gaps)\n",
+			fmt.Fprintf(stdout, "  %d passes through the scheduler (among the hand-offs), each p50 %.1f µs, p99 %.1f µs, max %.1f µs (not counted as gaps)\n",
 				r.Yields, us(r.YieldNS["p50"]), us(r.YieldNS["p99"]), us(r.YieldNS["max"]))
 		}
 	}

@@ -411,6 +411,9 @@ func TestHotServerClient(t *testing.T) {
 	if got := parseReports(t, r.stdout)[0]; got.Sent == 0 || got.Samples == 0 || got.Lost != 0 {
 		t.Fatalf("report %+v", got)
 	}
+	if !regexp.MustCompile(`(?m)^hot thread on cpu ` + c + `: \d+ passes through the scheduler`).MatchString(r.stderr) {
+		t.Fatalf("the client did not say its thread was hot:\n%s", r.stderr)
+	}
 }
 
 // TestServerTwoAddrs: a server with two --addr answers a client on each,

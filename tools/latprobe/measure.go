@@ -117,17 +117,18 @@ func onMeasuringThread(pl *plan, body func() ([]latency.Report, error)) ([]laten
 		var o out
 		defer func() { ch <- o }()
 		if pl.hot {
-			between, release, err := hotThread(pl.cpu)
+			y, release, err := hotThread(pl.cpu)
 			if err != nil {
 				o.err = fmt.Errorf("the measuring thread: %w", err)
 				return
 			}
 			defer func() {
+				pl.passes = y.Passes()
 				if err := release(); err != nil && o.err == nil {
 					o.err = fmt.Errorf("the measuring thread: %w", err)
 				}
 			}()
-			pl.cfg.Between = between
+			pl.cfg.Between = func() { y.Between() }
 		} else {
 			unlock, err := lockThread(pl.cpu)
 			if err != nil {

@@ -128,6 +128,7 @@ type plan struct {
 	cfg     latency.Config // Size is set per size
 	cpu     int            // -1: not pinned
 	hot     bool           // server, client: make the thread on cpu hot (--hot)
+	passes  uint64         // client --hot: the Yielder's passes through the scheduler
 	waitSet bool
 	wire    latency.Wire // see field.go
 	mps     int
@@ -224,6 +225,12 @@ func (p *probe) validate() (*plan, error) {
 	}
 	pl.opts = o
 
+	if p.hot && p.role == roleServer && p.proto == "tcp" {
+		return nil, usagef("--hot: udp only (a TCP server serves each connection on a thread of its own)")
+	}
+	if p.hot && p.cpu == -1 {
+		return nil, usagef("--hot: needs --cpu, the CPU the thread has to itself")
+	}
 	if p.cpu != -1 {
 		cpus, err := usableCPUs()
 		if err != nil {
@@ -232,12 +239,9 @@ func (p *probe) validate() (*plan, error) {
 		if !slices.Contains(cpus, p.cpu) {
 			return nil, usagef("--cpu %d: not a CPU this process may run on (have %s)", p.cpu, affinity.NewCPUSet(cpus...))
 		}
-	}
-	if p.hot && p.cpu == -1 {
-		return nil, usagef("--hot: needs --cpu, the CPU the thread has to itself")
-	}
-	if p.hot && p.role == roleServer && p.proto == "tcp" {
-		return nil, usagef("--hot: udp only (a TCP server serves each connection on a thread of its own)")
+		if p.hot && len(cpus) < 2 {
+			return nil, usagef("--hot: the rest of the process needs a CPU other than --cpu %d, and this process may run on %s only", p.cpu, affinity.NewCPUSet(cpus...))
+		}
 	}
 
 	switch p.role {
@@ -504,15 +508,14 @@ func hotUsage(r role) string {
 }
 
 // hotThread makes the calling goroutine's thread hot on cpu (client
-// --hot): it returns the Yielder's Between, to call between round trips,
-// and the function that undoes it all, to call from the same goroutine.
-func hotThread(cpu int) (between func(), release func() error, err error) {
+// --hot): it returns the Yielder to call between round trips and the
+// function that undoes it all, to call from the same goroutine.
+func hotThread(cpu int) (*affinity.Yielder, func() error, error) {
 	h, err := affinity.MakeHot(cpu, affinity.CPUSet{})
 	if err != nil {
-		return nil, nil, fmt.Errorf("make the thread on cpu %d hot: %w", cpu, err)
+		return nil, nil, err // it names the CPU and the cause
 	}
-	y := affinity.NewYielder(0)
-	return func() { y.Between() }, h.Release, nil
+	return affinity.NewYielder(0), h.Release, nil
 }
 
 // nicBackends bind a NIC queue. Two ends on one host cannot reach each

@@ -147,8 +147,9 @@ func serveUDP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout io.
 			done <- err
 			return
 		}
-		defer release()
-		done <- srv.ServePacket(c)
+		err = srv.ServePacket(c)
+		release() // before main can return and exit
+		done <- err
 	}()
 	select {
 	case <-ctx.Done():
@@ -182,7 +183,7 @@ func servingThread(pl *plan) (release func(), err error) {
 	}
 	h, err := affinity.MakeHot(pl.cpu, affinity.CPUSet{})
 	if err != nil {
-		return nil, fmt.Errorf("make the serving thread on cpu %d hot: %w", pl.cpu, err)
+		return nil, fmt.Errorf("the serving thread: %w", err)
 	}
 	return func() {
 		if err := h.Release(); err != nil {
@@ -240,8 +241,9 @@ func servePoller(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout 
 			done <- err
 			return
 		}
-		defer release()
-		done <- srv.ServePoller(ctx, p)
+		err = srv.ServePoller(ctx, p)
+		release() // before main can return and exit
+		done <- err
 	}()
 	err = <-done
 	var counters []string
