@@ -171,7 +171,7 @@ func serveUDP(ctx context.Context, srv *latency.EchoServer, pl *plan, stdout io.
 // A hot serving thread does not pass through the scheduler between
 // requests as a hot client does: a server cannot tell when the next
 // request comes, a pass costs the same wherever it lands (a thread
-// hand-off, about 120 µs on the project's VM), and passing every 8 ms
+// hand-off, 41-141 µs on the project's VM), and passing every 8 ms
 // would make two to three times as many as the runtime's own preemptions.
 func servingThread(pl *plan) (release func(), err error) {
 	if !pl.hot {
