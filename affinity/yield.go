@@ -19,7 +19,7 @@ const DefaultYieldEvery = 8 * time.Millisecond
 // goroutine is locked to its thread (a hot thread always is), the
 // preemption is a hand-off: the thread parks, another thread finds the
 // goroutine on the run queue and wakes the first one to run it again, two
-// cross-CPU wake-ups (41-141 µs on the project's VM, a few µs on a host
+// to four cross-CPU wake-ups (41-141 µs on the project's VM, a few µs on a host
 // whose CPUs are held out of deep C-states). Nothing outside the runtime
 // can make that cheaper or stop the monitor from asking, but a goroutine
 // that passes through the scheduler itself more often than every 10 ms is
@@ -37,9 +37,9 @@ const DefaultYieldEvery = 8 * time.Millisecond
 // and allocates nothing; call it once per message or per batch, as long
 // as two calls are closer than 10 ms less the period (2 ms at the
 // default) while the goroutine spins, else the runtime may still preempt
-// it in between. Garbage collection is not
-// delayed: a collection's stop-the-world still preempts the goroutine at
-// its next preemption point, as it would without a Yielder.
+// it in between. Garbage collection is not delayed: a collection's
+// stop-the-world still preempts the goroutine at its next preemption
+// point, as it would without a Yielder.
 //
 // A Yielder belongs to one goroutine; it is not safe for concurrent use.
 type Yielder struct {
